@@ -1,0 +1,257 @@
+"""The simulated cluster: nodes, the network between them, and one tick of logical time.
+
+Rules of this module: it moves messages from the network into cores, drains every core's
+Ready after each input, and hands each outcome to the checker (invariants) and to the
+workload's listener (client answers). It decides nothing at random itself except through
+the network and the nodes; faults and workload act on it from outside.
+
+Order inside one tick (fixed, so that a seed replays exactly): every live core ticks (in
+node id order) and settles; then every message due by now is delivered in (delivery
+tick, send order) order, each followed by the destination's settling; then nodes whose
+state machine ran far enough ahead of their last snapshot take one and compact.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+from hongbao.raft.config import RaftConfig
+from hongbao.raft.types import ConfState, EntryType, Message, MessageType, NodeId, Role
+from hongbao.sim.checker import Checker
+from hongbao.sim.config import DELIVERIES_PER_TICK_MAX, READY_ROUNDS_PER_STEP_MAX, SimConfig
+from hongbao.sim.network import Due, DropReason, InFlight, Network
+from hongbao.sim.node import ReadyOutcome, SimNode
+from hongbao.sim.stats import RunStats
+from hongbao.sim.trace import Trace, node_subject
+
+OutcomeListener = Callable[[SimNode, ReadyOutcome], None]
+
+
+class Cluster:
+    def __init__(
+        self,
+        *,
+        config: SimConfig,
+        rng: random.Random,
+        trace: Trace,
+        stats: RunStats,
+        checker: Checker,
+        region_names: tuple[str, ...] = (),
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.now = 0
+        self._trace = trace
+        self._stats = stats
+        self.checker = checker
+        ids = [NodeId(i) for i in range(1, config.node_count + 1)]
+        self.region_of = {node: (node - 1) % config.region_count for node in ids}
+        self.region_names = region_names or tuple(f"r{r}" for r in range(config.region_count))
+        raft_config = RaftConfig(
+            node_id=NodeId(1),
+            election_timeout_ticks=config.election_timeout_ticks,
+            heartbeat_interval_ticks=config.heartbeat_interval_ticks,
+            pre_vote=config.pre_vote,
+            check_quorum=config.check_quorum,
+            bugs=config.bugs,
+        )
+        bootstrap = ConfState(voters=frozenset(ids))
+        self.nodes: dict[NodeId, SimNode] = {
+            node: SimNode(
+                node_id=node,
+                region=self.region_of[node],
+                bootstrap=bootstrap,
+                raft_config=raft_config,
+                rng=rng,
+            )
+            for node in ids
+        }
+        self.network = Network(
+            rng=rng, region_of=self.region_of, rates=config.network, stats=stats, trace=trace
+        )
+        self.listeners: list[OutcomeListener] = []
+        self.crash_listeners: list[Callable[[NodeId], None]] = []
+        self._last_role: dict[NodeId, tuple[Role, int, NodeId]] = {}
+
+    # -- views -----------------------------------------------------------------------------
+
+    @property
+    def node_ids(self) -> list[NodeId]:
+        return sorted(self.nodes)
+
+    def live_nodes(self) -> list[SimNode]:
+        return [self.nodes[n] for n in self.node_ids if self.nodes[n].alive]
+
+    def leaders(self) -> list[SimNode]:
+        return [n for n in self.live_nodes() if n.live_core().role is Role.LEADER]
+
+    def leader(self) -> SimNode | None:
+        """The live leader of the highest term, if any (what a well-informed client finds)."""
+        leaders = self.leaders()
+        return max(leaders, key=lambda n: n.live_core().term) if leaders else None
+
+    # -- time ------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        self.now += 1
+        self._stats.ticks += 1
+        for node in self.live_nodes():
+            node.live_core().tick()
+            self.settle(node)
+        self._deliver_due()
+        self._report_overflow()
+        for node in self.live_nodes():
+            if node.maybe_snapshot(
+                interval_entries=self.config.snapshot_interval_entries,
+                compaction_lag_max=self.config.compaction_lag_entries_max,
+            ):
+                self._stats.snapshots_created += 1
+                snap = node.disk.volatile.snapshot().meta
+                self._trace.emit(self.now, node_subject(node.node_id), "snapshot",
+                                 f"index={snap.index} first={node.disk.volatile.first_index()}")
+
+    def settle(self, node: SimNode) -> None:
+        """Drain ``node``'s Ready rounds after an input, then let the checker look at it."""
+        for _ in range(READY_ROUNDS_PER_STEP_MAX):
+            outcome = node.handle_ready()
+            if outcome is None:
+                break
+            self._route(node, outcome)
+        self._observe(node)
+
+    def _deliver_due(self) -> None:
+        for _ in range(DELIVERIES_PER_TICK_MAX):
+            due = self.network.pop_due(self.now)
+            if due is None:
+                return
+            self._deliver(due)
+
+    def _deliver(self, due: Due) -> None:
+        message = due.flight.message
+        target = self.nodes.get(message.to)
+        dropped = due.dropped
+        if dropped is None and (target is None or not target.alive):
+            dropped = DropReason.BLOCKED
+            self._stats.messages_blocked += 1
+        if self._trace.messages:
+            self._trace.emit(self.now, "net", "drop" if dropped else "deliver",
+                             _describe(due.flight) + (f" reason={dropped.value}" if dropped else ""))
+        if dropped is None and target is not None:
+            self._stats.messages_delivered += 1
+            target.live_core().step(message)
+            self.settle(target)
+        elif dropped is DropReason.BLOCKED:
+            self._tell_sender(due.flight, lambda core: core.report_unreachable(message.to))
+        if message.type is MessageType.SNAP:
+            ok = dropped is None
+            self._tell_sender(due.flight, lambda core: core.report_snapshot(message.to, ok=ok))
+
+    def _tell_sender(self, flight: InFlight, report: Callable[..., None]) -> None:
+        sender = self.nodes[flight.message.from_]
+        if sender.alive and sender.incarnation == flight.sender_incarnation:
+            report(sender.live_core())
+            self.settle(sender)
+
+    def _report_overflow(self) -> None:
+        overflowed, self.network.overflowed = self.network.overflowed, []
+        for flight in overflowed:
+            message = flight.message
+            if message.type is MessageType.SNAP:
+                self._tell_sender(flight, lambda core: core.report_snapshot(message.to, ok=False))
+
+    # -- routing outcomes --------------------------------------------------------------------
+
+    def _route(self, node: SimNode, outcome: ReadyOutcome) -> None:
+        node_id = node.node_id
+        subject = node_subject(node_id)
+        if outcome.persisted:
+            self.checker.on_persist(node_id, outcome.persisted, prev_term=outcome.prev_term)
+            if self._trace.enabled:
+                first, last = outcome.persisted[0], outcome.persisted[-1]
+                self._trace.emit(self.now, subject, "persist",
+                                 f"first={first.index} last={last.index} term={last.term} "
+                                 f"synced={int(outcome.synced)}")
+        for message in outcome.messages:
+            self.network.send(self.now, message, sender_incarnation=node.incarnation)
+            if self._trace.messages:
+                self._trace.emit(self.now, "net", "send", _describe_message(message))
+        if outcome.restored is not None:
+            self._stats.snapshots += 1
+            self.checker.on_restore(node_id, outcome.restored)
+            self._trace.emit(self.now, subject, "restore",
+                             f"index={outcome.restored.applied_index}")
+        for applied in outcome.applied:
+            if self.checker.on_apply(node_id, applied.entry, applied.image) and (
+                applied.entry.type is EntryType.CONF_CHANGE
+            ):
+                self._stats.membership_changes += 1
+                self._trace.emit(self.now, subject, "conf",
+                                 _describe_conf(applied.image.conf_state))
+        if outcome.applied and self._trace.enabled:
+            first_entry, last = outcome.applied[0].entry, outcome.applied[-1]
+            self._trace.emit(self.now, subject, "apply",
+                             f"first={first_entry.index} last={last.entry.index} "
+                             f"digest={last.image.digest.hex()[:12]}")
+        for listener in self.listeners:
+            listener(node, outcome)
+
+    def _observe(self, node: SimNode) -> None:
+        core = node.core
+        if core is None:
+            return
+        node_id = node.node_id
+        is_leader = core.role is Role.LEADER
+        if self.checker.on_role(node_id, term=core.term, is_leader=is_leader,
+                                log=node.disk.volatile):
+            self._stats.elections += 1
+            self._trace.emit(self.now, node_subject(node_id), "leader",
+                             f"term={core.term} last={core.last_index} commit={core.commit_index}")
+        self.checker.on_commit(node_id, term=core.term, commit_index=core.commit_index)
+        role = (core.role, core.term, core.leader_id)
+        if self._last_role.get(node_id) != role:
+            self._last_role[node_id] = role
+            self._trace.emit(self.now, node_subject(node_id), "role",
+                             f"role={core.role.value} term={core.term} leader={core.leader_id}")
+
+    # -- crashes ---------------------------------------------------------------------------
+
+    def crash(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        lost = node.crash()
+        self._stats.crashes += 1
+        self._stats.lost_unsynced_writes += lost
+        self.checker.on_down(node_id)
+        self._last_role.pop(node_id, None)
+        for listener in self.crash_listeners:
+            listener(node_id)
+        self._trace.emit(self.now, node_subject(node_id), "crash", f"lost_writes={lost}")
+
+    def restart(self, node_id: NodeId) -> None:
+        node = self.nodes[node_id]
+        restored = node.start()
+        self._stats.restarts += 1
+        if restored is not None:
+            self.checker.on_restore(node_id, restored)
+        storage = node.disk.volatile
+        self._trace.emit(self.now, node_subject(node_id), "restart",
+                         f"last={storage.last_index()} applied={node.machine.applied_index}")
+        self.settle(node)
+
+
+def _describe_message(message: Message) -> str:
+    return (f"type={message.type.value} {message.from_}->{message.to} term={message.term} "
+            f"index={message.index} entries={len(message.entries)} commit={message.commit} "
+            f"reject={int(message.reject)}")
+
+
+def _describe(flight: InFlight) -> str:
+    return _describe_message(flight.message) + f" seq={flight.seq}"
+
+
+def _describe_conf(conf: ConfState) -> str:
+    return f"voters={_ids(conf.voters)} learners={_ids(conf.learners)}"
+
+
+def _ids(nodes: frozenset[NodeId]) -> str:
+    return ",".join(str(n) for n in sorted(nodes)) or "-"

@@ -1,0 +1,462 @@
+"""The cluster's shape, read from a TOML file: cities, nodes, shards and who leads what.
+
+Rules of this module: it only parses and checks configuration and computes placement; it
+starts nothing and opens no socket. Every problem in a file is a :class:`TopologyError`
+whose message names the file, the place in it (``nodes[2].port``) and what is wrong, so
+an operator can fix it without reading code. A topology that loads is consistent: every
+shard has ``replication_factor`` replicas in distinct regions and a home (preferred
+leader) region among them.
+
+Placement is deterministic. Without an explicit ``[[shards]]`` entry, shard ``s`` has its
+home in region ``s mod R`` (so each region leads ``shard_count / R`` shards, +-1: that is
+what active-active means), its other replicas in the next regions around the ring
+(rotated per lap so that a failed city's leaderships spread over the others), and inside
+a region the nodes take home leaderships round-robin and follower replicas by least load.
+A ``[[shards]]`` entry replaces the computed placement of that one shard.
+
+Raft node ids inside a group are the nodes' global ids, hence positive (0 is "nobody").
+``[limits]`` is a plain read-only mapping of ints for now; the ledger builds its own
+limits record from it.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import NewType, NoReturn, TypeGuard, final
+
+from hongbao._invariant import invariant
+from hongbao.raft.types import NodeId
+
+ShardId = NewType("ShardId", int)
+"""A shard's number, in ``[0, shard_count)``; also its Raft group's name."""
+
+PORT_MAX = 65_535
+SHARD_COUNT_MAX = 65_536  # placement and per-shard state are linear in it
+
+TIMING_DEFAULTS: Mapping[str, int] = MappingProxyType(
+    {"tick_ms": 10, "election_timeout_ticks": 10, "heartbeat_interval_ticks": 1}
+)
+
+LIMIT_DEFAULTS: Mapping[str, int] = MappingProxyType(
+    {
+        "amount_fen_max": 5_000_000,  # one deposit, withdrawal or transfer: 50,000 yuan
+        "envelope_fen_max": 20_000,  # one envelope's total: 200 yuan
+        "envelope_shares_max": 100,  # shares of one envelope
+        "daily_outgoing_fen_max": 20_000_000,  # a user's outgoing money per day: 200,000 yuan
+        "envelope_ttl_s": 86_400,  # unclaimed money returns to the sender after 24 h
+    }
+)
+
+_TOP_KEYS = frozenset(
+    {"shard_count", "replication_factor", "timing", "limits", "regions", "nodes", "shards"}
+)
+
+
+class TopologyError(ValueError):
+    """The topology file is malformed or inconsistent; the message says where and why."""
+
+    def __init__(self, source: str, where: str, problem: str) -> None:
+        super().__init__(f"{source}: {where}: {problem}")
+        self.source = source
+        self.where = where
+        self.problem = problem
+
+
+class _Problem(Exception):
+    """Raised inside the parser; :func:`parse_topology` adds the source name."""
+
+    def __init__(self, where: str, problem: str) -> None:
+        super().__init__(where, problem)
+        self.where = where
+        self.problem = problem
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Region:
+    name: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    node_id: NodeId
+    region: str
+    host: str
+    port: int
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ShardPlacement:
+    """Where one shard lives. ``replicas[0]`` is the home leader when placement was computed."""
+
+    shard_id: ShardId
+    replicas: tuple[NodeId, ...]
+    home_region: str
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The runtime alone turns these ticks into milliseconds; the Raft core counts ticks."""
+
+    tick_ms: int
+    election_timeout_ticks: int
+    heartbeat_interval_ticks: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Topology:
+    regions: tuple[Region, ...]
+    nodes: tuple[NodeSpec, ...]
+    shard_count: int
+    replication_factor: int
+    timing: Timing
+    placements: tuple[ShardPlacement, ...]  # placements[s].shard_id == s
+    limits: Mapping[str, int] = field(hash=False)  # read-only; see LIMIT_DEFAULTS
+
+    def node(self, node_id: int) -> NodeSpec:
+        for spec in self.nodes:
+            if spec.node_id == node_id:
+                return spec
+        raise KeyError(f"no node {node_id} in the topology")
+
+    def placement(self, shard_id: int) -> ShardPlacement:
+        if not 0 <= shard_id < self.shard_count:
+            raise KeyError(f"no shard {shard_id} (shards are 0..{self.shard_count - 1})")
+        placement = self.placements[shard_id]
+        invariant(placement.shard_id == shard_id, "placements are not indexed by shard id")
+        return placement
+
+    def replicas_of(self, shard_id: int) -> tuple[NodeId, ...]:
+        return self.placement(shard_id).replicas
+
+    def home_leader_of(self, shard_id: int) -> NodeId:
+        """The replica of ``shard_id`` in its home region: the leader when all is well."""
+        placement = self.placement(shard_id)
+        homes = [n for n in placement.replicas if self.node(n).region == placement.home_region]
+        invariant(len(homes) == 1, f"shard {shard_id} has {len(homes)} home replicas")
+        return homes[0]
+
+    def shards_on(self, node_id: int) -> tuple[ShardId, ...]:
+        self.node(node_id)  # raises for an unknown node rather than answering "none"
+        return tuple(p.shard_id for p in self.placements if node_id in p.replicas)
+
+    def nodes_in(self, region: str) -> tuple[NodeSpec, ...]:
+        return tuple(n for n in self.nodes if n.region == region)
+
+
+def load_topology(path: str | Path) -> Topology:
+    """Read and check the topology file at ``path``."""
+    source = str(path)
+    try:
+        with open(path, "rb") as file:
+            data = tomllib.load(file)
+    except OSError as error:
+        raise TopologyError(source, "file", f"cannot read: {error}") from error
+    except tomllib.TOMLDecodeError as error:
+        raise TopologyError(source, "toml", f"not valid TOML: {error}") from error
+    return parse_topology(data, source=source)
+
+
+def parse_topology(data: Mapping[str, object], *, source: str = "<topology>") -> Topology:
+    """Check an already decoded TOML document (tests build these from strings)."""
+    try:
+        return _parse(data)
+    except _Problem as problem:
+        raise TopologyError(source, problem.where, problem.problem) from None
+
+
+def _parse(data: Mapping[str, object]) -> Topology:
+    _reject_unknown_keys(data, _TOP_KEYS, "top level")
+    regions = _parse_regions(data)
+    region_names = [r.name for r in regions]
+    nodes = _parse_nodes(data, region_names)
+    shard_count = _int(data, "shard_count", "top level", minimum=1, maximum=SHARD_COUNT_MAX)
+    replication_factor = _int(data, "replication_factor", "top level", minimum=1)
+    if replication_factor > len(regions):
+        raise _Problem(
+            "replication_factor",
+            f"{replication_factor} is above the number of "
+            f"regions ({len(regions)}): replicas of a shard need distinct regions",
+        )
+    placements = list(compute_placement(regions, nodes, shard_count, replication_factor))
+    node_regions = {n.node_id: n.region for n in nodes}
+    seen: dict[int, int] = {}
+    for position, table in enumerate(_tables(data, "shards", required=False)):
+        placement = _parse_shard(
+            table, f"shards[{position}]", shard_count, replication_factor, node_regions
+        )
+        if placement.shard_id in seen:
+            raise _Problem(
+                f"shards[{position}].id",
+                f"shard {placement.shard_id} is listed "
+                f"twice (also shards[{seen[placement.shard_id]}])",
+            )
+        seen[placement.shard_id] = position
+        placements[placement.shard_id] = placement
+    return Topology(
+        regions=regions,
+        nodes=nodes,
+        shard_count=shard_count,
+        replication_factor=replication_factor,
+        timing=_parse_timing(data),
+        placements=tuple(placements),
+        limits=_parse_limits(data),
+    )
+
+
+def _parse_regions(data: Mapping[str, object]) -> tuple[Region, ...]:
+    regions: list[Region] = []
+    for position, table in enumerate(_tables(data, "regions", required=True)):
+        where = f"regions[{position}]"
+        _reject_unknown_keys(table, frozenset({"name"}), where)
+        name = _str(table, "name", where)
+        if Region(name) in regions:
+            raise _Problem(f"{where}.name", f"duplicate region {name!r}")
+        regions.append(Region(name))
+    return tuple(regions)
+
+
+def _parse_nodes(data: Mapping[str, object], region_names: list[str]) -> tuple[NodeSpec, ...]:
+    nodes: list[NodeSpec] = []
+    for position, table in enumerate(_tables(data, "nodes", required=True)):
+        where = f"nodes[{position}]"
+        _reject_unknown_keys(table, frozenset({"id", "region", "host", "port"}), where)
+        node = NodeSpec(
+            node_id=NodeId(_int(table, "id", where, minimum=1)),
+            region=_str(table, "region", where),
+            host=_str(table, "host", where),
+            port=_int(table, "port", where, minimum=1, maximum=PORT_MAX),
+        )
+        if node.region not in region_names:
+            raise _Problem(
+                f"{where}.region",
+                f"unknown region {node.region!r} (regions: {', '.join(region_names)})",
+            )
+        for other_position, other in enumerate(nodes):
+            if other.node_id == node.node_id:
+                raise _Problem(
+                    f"{where}.id",
+                    f"duplicate node id {node.node_id} (also nodes[{other_position}])",
+                )
+            if other.address == node.address:
+                raise _Problem(
+                    f"{where}.port",
+                    f"duplicate address {node.address} "
+                    f"(also nodes[{other_position}], id {other.node_id})",
+                )
+        nodes.append(node)
+    for name in region_names:
+        if not any(n.region == name for n in nodes):
+            raise _Problem("nodes", f"region {name!r} has no node")
+    return tuple(nodes)
+
+
+def _parse_shard(
+    table: Mapping[str, object],
+    where: str,
+    shard_count: int,
+    replication_factor: int,
+    node_regions: Mapping[NodeId, str],
+) -> ShardPlacement:
+    _reject_unknown_keys(table, frozenset({"id", "replicas", "home_region"}), where)
+    shard_id = _int(table, "id", where, minimum=0, maximum=shard_count - 1)
+    raw = table.get("replicas")
+    if raw is None:
+        raise _Problem(where, "missing key 'replicas'")
+    if not isinstance(raw, list) or not all(_is_int(r) for r in raw):
+        raise _Problem(f"{where}.replicas", f"must be a list of node ids, not {raw!r}")
+    replicas = tuple(NodeId(r) for r in raw)
+    if len(replicas) != replication_factor:
+        raise _Problem(
+            f"{where}.replicas",
+            f"{len(replicas)} replicas, but replication_factor is {replication_factor}",
+        )
+    regions_used: dict[str, int] = {}
+    for replica in replicas:
+        if replica not in node_regions:
+            raise _Problem(f"{where}.replicas", f"unknown node id {replica}")
+        region = node_regions[replica]
+        if region in regions_used:
+            raise _Problem(
+                f"{where}.replicas",
+                f"shard {shard_id} has two replicas in region "
+                f"{region!r} (nodes {regions_used[region]} and {replica})",
+            )
+        regions_used[region] = replica
+    home_region = _str(table, "home_region", where)
+    if home_region not in regions_used:
+        raise _Problem(
+            f"{where}.home_region",
+            f"{home_region!r} is not among the regions of "
+            f"shard {shard_id}'s replicas ({', '.join(regions_used)})",
+        )
+    return ShardPlacement(ShardId(shard_id), replicas, home_region)
+
+
+def _parse_timing(data: Mapping[str, object]) -> Timing:
+    table = _optional_table(data, "timing")
+    _reject_unknown_keys(table, frozenset(TIMING_DEFAULTS), "timing")
+    values = {
+        key: _int(table, key, "timing", minimum=1, default=default)
+        for key, default in TIMING_DEFAULTS.items()
+    }
+    timing = Timing(**values)
+    if timing.election_timeout_ticks <= timing.heartbeat_interval_ticks:
+        raise _Problem(
+            "timing.election_timeout_ticks",
+            f"{timing.election_timeout_ticks} "
+            f"must exceed heartbeat_interval_ticks ({timing.heartbeat_interval_ticks})",
+        )
+    return timing
+
+
+def _parse_limits(data: Mapping[str, object]) -> Mapping[str, int]:
+    table = _optional_table(data, "limits")
+    _reject_unknown_keys(table, frozenset(LIMIT_DEFAULTS), "limits")
+    return MappingProxyType(
+        {
+            key: _int(table, key, "limits", minimum=1, default=default)
+            for key, default in LIMIT_DEFAULTS.items()
+        }
+    )
+
+
+def compute_placement(
+    regions: Sequence[Region], nodes: Sequence[NodeSpec], shard_count: int, replication_factor: int
+) -> tuple[ShardPlacement, ...]:
+    """The default placement (see the module docstring); a pure function of its arguments."""
+    region_count = len(regions)
+    invariant(1 <= replication_factor <= region_count, "replication factor out of range")
+    invariant(shard_count >= 1, "shard_count must be positive")
+    # Phase 1: which regions hold each shard. The home goes round the ring.
+    shard_regions: list[list[int]] = []
+    for shard in range(shard_count):
+        home = shard % region_count
+        others = [(home + step) % region_count for step in range(1, region_count)]
+        if others:
+            lap = (shard // region_count) % len(others)
+            others = others[lap:] + others[:lap]
+        shard_regions.append([home, *others[: replication_factor - 1]])
+    # Phase 2: which node inside each region. Homes first, round-robin, so each node
+    # leads about as many shards; then followers to the least loaded node, which keeps
+    # the replica counts of a region's nodes within one of each other.
+    chosen: list[dict[int, NodeId]] = [{} for _ in range(shard_count)]
+    for region_index, region in enumerate(regions):
+        members = sorted(n.node_id for n in nodes if n.region == region.name)
+        invariant(len(members) > 0, f"region {region.name!r} has no node")
+        load = dict.fromkeys(members, 0)
+        homes = [s for s in range(shard_count) if shard_regions[s][0] == region_index]
+        for ordinal, shard in enumerate(homes):
+            node_id = members[ordinal % len(members)]
+            chosen[shard][region_index] = node_id
+            load[node_id] += 1
+        for shard in range(shard_count):
+            if region_index in shard_regions[shard][1:]:
+                node_id = min(members, key=lambda n: (load[n], n))
+                chosen[shard][region_index] = node_id
+                load[node_id] += 1
+    return tuple(
+        ShardPlacement(
+            shard_id=ShardId(shard),
+            replicas=tuple(chosen[shard][r] for r in shard_regions[shard]),
+            home_region=regions[shard_regions[shard][0]].name,
+        )
+        for shard in range(shard_count)
+    )
+
+
+# -- small typed readers -------------------------------------------------------------------
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)  # TOML true is not 1
+
+
+def _type_name(value: object) -> str:
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        str: "a string",
+        list: "an array",
+        dict: "a table",
+        float: "a float",
+    }.get(type(value), type(value).__name__)
+
+
+def _reject_unknown_keys(table: Mapping[str, object], allowed: frozenset[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise _Problem(
+            where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def _int(
+    table: Mapping[str, object],
+    key: str,
+    where: str,
+    *,
+    minimum: int,
+    maximum: int | None = None,
+    default: int | None = None,
+) -> int:
+    value = table.get(key, default)
+    if value is None:
+        _missing(where, key)
+    place = f"{where}.{key}" if where != "top level" else key
+    if not _is_int(value):
+        raise _Problem(place, f"must be an integer, not {_type_name(value)} ({value!r})")
+    if value < minimum or (maximum is not None and value > maximum):
+        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
+        raise _Problem(place, f"{value} must be {bound}")
+    return value
+
+
+def _str(table: Mapping[str, object], key: str, where: str) -> str:
+    value = table.get(key)
+    if value is None:
+        _missing(where, key)
+    if not isinstance(value, str):
+        raise _Problem(f"{where}.{key}", f"must be a string, not {_type_name(value)} ({value!r})")
+    if not value.strip():
+        raise _Problem(f"{where}.{key}", "must not be empty")
+    return value
+
+
+def _tables(data: Mapping[str, object], key: str, *, required: bool) -> list[Mapping[str, object]]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            _missing("top level", f"[[{key}]]")
+        return []
+    if not isinstance(value, list) or not value:
+        raise _Problem(
+            key, f"must be a non-empty array of tables ([[{key}]]), not {_type_name(value)}"
+        )
+    for position, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise _Problem(f"{key}[{position}]", f"must be a table, not {_type_name(item)}")
+    return value
+
+
+def _optional_table(data: Mapping[str, object], key: str) -> Mapping[str, object]:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise _Problem(key, f"must be a table ([{key}]), not {_type_name(value)}")
+    return value
+
+
+def _missing(where: str, key: str) -> NoReturn:
+    raise _Problem(where, f"missing key {key!r}")
