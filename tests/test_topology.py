@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from hongbao.ledger.limits import Limits
 from hongbao.raft.types import NodeId
 from hongbao.topology import (
-    LIMIT_DEFAULTS,
     NodeSpec,
     Region,
     Topology,
@@ -79,7 +79,7 @@ def test_local_config_loads() -> None:
     assert homes == {"shenzhen": 4, "shanghai": 4, "tianjin": 4}
     for node in topology.nodes:
         assert len(topology.shards_on(node.node_id)) == 12
-    assert dict(topology.limits) == dict(LIMIT_DEFAULTS)
+    assert topology.limits == Limits()
     assert topology.timing.tick_ms == 10
 
 
@@ -116,8 +116,8 @@ def test_limits_and_timing_are_read() -> None:
     doc["limits"] = {"envelope_shares_max": 200}
     doc["timing"] = {"tick_ms": 50, "election_timeout_ticks": 20}
     topology = parse_topology(doc)
-    assert topology.limits["envelope_shares_max"] == 200
-    assert topology.limits["envelope_ttl_s"] == LIMIT_DEFAULTS["envelope_ttl_s"]
+    assert topology.limits.envelope_shares_max == 200
+    assert topology.limits.envelope_ttl_ms == Limits().envelope_ttl_ms
     assert topology.timing.tick_ms == 50
     assert topology.timing.heartbeat_interval_ticks == 1
 
@@ -278,6 +278,8 @@ def test_other_inconsistencies() -> None:
     doc = base()
     doc["limits"] = {"envelope_shares": 10}
     rejected(doc, "limits", "unknown key(s) envelope_shares")
+    doc["limits"] = {"amount_max_fen": 100, "daily_outgoing_max_fen": 99}
+    rejected(doc, "limits", "daily_outgoing_max_fen is below amount_max_fen")
 
 
 def test_file_level_errors(tmp_path: Path) -> None:

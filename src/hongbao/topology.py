@@ -15,20 +15,22 @@ a region the nodes take home leaderships round-robin and follower replicas by le
 A ``[[shards]]`` entry replaces the computed placement of that one shard.
 
 Raft node ids inside a group are the nodes' global ids, hence positive (0 is "nobody").
-``[limits]`` is a plain read-only mapping of ints for now; the ledger builds its own
-limits record from it.
+``[limits]`` holds fields of :class:`hongbao.ledger.limits.Limits` (any subset; the rest
+keep their defaults); they are the shards' *initial* limits, written into each shard's
+state at its creation and changed later only through the log.
 """
 
 from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
 from typing import NewType, NoReturn, TypeGuard, final
 
 from hongbao._invariant import invariant
+from hongbao.ledger.limits import Limits, limits_problem
 from hongbao.raft.types import NodeId
 
 ShardId = NewType("ShardId", int)
@@ -41,16 +43,7 @@ TIMING_DEFAULTS: Mapping[str, int] = MappingProxyType(
     {"tick_ms": 10, "election_timeout_ticks": 10, "heartbeat_interval_ticks": 1}
 )
 
-LIMIT_DEFAULTS: Mapping[str, int] = MappingProxyType(
-    {
-        "amount_fen_max": 5_000_000,  # one deposit, withdrawal or transfer: 50,000 yuan
-        "envelope_fen_max": 20_000,  # one envelope's total: 200 yuan
-        "envelope_shares_max": 100,  # shares of one envelope
-        "daily_outgoing_fen_max": 20_000_000,  # a user's outgoing money per day: 200,000 yuan
-        "envelope_ttl_s": 86_400,  # unclaimed money returns to the sender after 24 h
-    }
-)
-
+_LIMIT_KEYS = frozenset(field.name for field in fields(Limits))
 _TOP_KEYS = frozenset(
     {"shard_count", "replication_factor", "timing", "limits", "regions", "nodes", "shards"}
 )
@@ -123,7 +116,7 @@ class Topology:
     replication_factor: int
     timing: Timing
     placements: tuple[ShardPlacement, ...]  # placements[s].shard_id == s
-    limits: Mapping[str, int] = field(hash=False)  # read-only; see LIMIT_DEFAULTS
+    limits: Limits  # the initial limits of every shard
 
     def node(self, node_id: int) -> NodeSpec:
         for spec in self.nodes:
@@ -185,11 +178,8 @@ def _parse(data: Mapping[str, object]) -> Topology:
     shard_count = _int(data, "shard_count", "top level", minimum=1, maximum=SHARD_COUNT_MAX)
     replication_factor = _int(data, "replication_factor", "top level", minimum=1)
     if replication_factor > len(regions):
-        raise _Problem(
-            "replication_factor",
-            f"{replication_factor} is above the number of "
-            f"regions ({len(regions)}): replicas of a shard need distinct regions",
-        )
+        problem = f"{replication_factor} is above the number of regions ({len(regions)})"
+        raise _Problem("replication_factor", problem + ": replicas need distinct regions")
     placements = list(compute_placement(regions, nodes, shard_count, replication_factor))
     node_regions = {n.node_id: n.region for n in nodes}
     seen: dict[int, int] = {}
@@ -198,11 +188,9 @@ def _parse(data: Mapping[str, object]) -> Topology:
             table, f"shards[{position}]", shard_count, replication_factor, node_regions
         )
         if placement.shard_id in seen:
-            raise _Problem(
-                f"shards[{position}].id",
-                f"shard {placement.shard_id} is listed "
-                f"twice (also shards[{seen[placement.shard_id]}])",
-            )
+            earlier = seen[placement.shard_id]
+            problem = f"shard {placement.shard_id} is listed twice (also shards[{earlier}])"
+            raise _Problem(f"shards[{position}].id", problem)
         seen[placement.shard_id] = position
         placements[placement.shard_id] = placement
     return Topology(
@@ -322,15 +310,14 @@ def _parse_timing(data: Mapping[str, object]) -> Timing:
     return timing
 
 
-def _parse_limits(data: Mapping[str, object]) -> Mapping[str, int]:
+def _parse_limits(data: Mapping[str, object]) -> Limits:
     table = _optional_table(data, "limits")
-    _reject_unknown_keys(table, frozenset(LIMIT_DEFAULTS), "limits")
-    return MappingProxyType(
-        {
-            key: _int(table, key, "limits", minimum=1, default=default)
-            for key, default in LIMIT_DEFAULTS.items()
-        }
-    )
+    _reject_unknown_keys(table, _LIMIT_KEYS, "limits")
+    limits = Limits(**{key: _int(table, key, "limits", minimum=1) for key in table})
+    problem = limits_problem(limits)
+    if problem is not None:
+        raise _Problem("limits", problem)
+    return limits
 
 
 def compute_placement(
@@ -384,15 +371,12 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)  # TOML true is not 1
 
 
+_TYPE_NAMES = {bool: "a boolean", int: "an integer", str: "a string", list: "an array",
+               dict: "a table", float: "a float"}  # fmt: skip
+
+
 def _type_name(value: object) -> str:
-    return {
-        bool: "a boolean",
-        int: "an integer",
-        str: "a string",
-        list: "an array",
-        dict: "a table",
-        float: "a float",
-    }.get(type(value), type(value).__name__)
+    return _TYPE_NAMES.get(type(value), type(value).__name__)
 
 
 def _reject_unknown_keys(table: Mapping[str, object], allowed: frozenset[str], where: str) -> None:

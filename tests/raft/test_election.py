@@ -10,8 +10,9 @@ MT = MessageType
 
 
 def vote_request(to: int, frm: int, term: int, last_index: int, last_term: int) -> Message:
-    return Message(MT.VOTE, to=NodeId(to), from_=NodeId(frm), term=term, index=last_index,
-                   log_term=last_term)
+    return Message(
+        MT.VOTE, to=NodeId(to), from_=NodeId(frm), term=term, index=last_index, log_term=last_term
+    )
 
 
 def responses(net: Network, node: int) -> list[Message]:
@@ -84,8 +85,9 @@ def test_deliberate_bug_grants_vote_to_stale_log() -> None:
     storage.append([Entry(term=1, index=1), Entry(term=2, index=2)])
     from hongbao.raft.config import DeliberateBugs
 
-    net.restart(1, pre_vote=False, check_quorum=False,
-                bugs=DeliberateBugs(vote_without_log_check=True))
+    net.restart(
+        1, pre_vote=False, check_quorum=False, bugs=DeliberateBugs(vote_without_log_check=True)
+    )
     net.core(1).step(vote_request(1, 2, 9, 1, 1))
     [answer] = net.process(1)
     assert not answer.reject
@@ -125,8 +127,9 @@ def test_prevote_is_refused_while_a_leader_is_live() -> None:
     net = Network()
     net.elect(1)
     net.tick_all(1)
-    net.core(2).step(Message(MT.PRE_VOTE, to=NodeId(2), from_=NodeId(3), term=2, index=99,
-                             log_term=9))
+    net.core(2).step(
+        Message(MT.PRE_VOTE, to=NodeId(2), from_=NodeId(3), term=2, index=99, log_term=9)
+    )
     answers = [m for m in net.process(2) if m.type is MT.PRE_VOTE_RESP]
     assert answers == [], "a follower that hears from a live leader ignores pre-votes"
     assert net.core(2).term == 1
@@ -154,8 +157,9 @@ def test_learner_never_campaigns() -> None:
     from hongbao.raft.types import ConfState
 
     net = Network(ids=[1, 2])
-    net.add_replica(3, ConfState(voters=frozenset({NodeId(1), NodeId(2)}),
-                                 learners=frozenset({NodeId(3)})))
+    net.add_replica(
+        3, ConfState(voters=frozenset({NodeId(1), NodeId(2)}), learners=frozenset({NodeId(3)}))
+    )
     for _ in range(100):
         net.core(3).tick()
     assert net.core(3).role is Role.FOLLOWER

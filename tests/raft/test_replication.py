@@ -13,10 +13,19 @@ from .harness import Network
 MT = MessageType
 
 
-def append(to: int, frm: int, term: int, index: int, log_term: int, entries: list[Entry],
-           commit: int = 0) -> Message:
-    return Message(MT.APP, to=NodeId(to), from_=NodeId(frm), term=term, index=index,
-                   log_term=log_term, entries=tuple(entries), commit=commit)
+def append(
+    to: int, frm: int, term: int, index: int, log_term: int, entries: list[Entry], commit: int = 0
+) -> Message:
+    return Message(
+        MT.APP,
+        to=NodeId(to),
+        from_=NodeId(frm),
+        term=term,
+        index=index,
+        log_term=log_term,
+        entries=tuple(entries),
+        commit=commit,
+    )
 
 
 def follower_with(terms: list[int]) -> Network:
@@ -167,14 +176,23 @@ def _only_index_2(m: Message) -> Message | None:
         if m.to not in (2, 3):
             return None
         kept = tuple(e for e in m.entries if e.index <= 2)
-        return Message(m.type, to=m.to, from_=m.from_, term=m.term, log_term=m.log_term,
-                       index=m.index, entries=kept, commit=m.commit)
+        return Message(
+            m.type,
+            to=m.to,
+            from_=m.from_,
+            term=m.term,
+            log_term=m.log_term,
+            index=m.index,
+            entries=kept,
+            commit=m.commit,
+        )
     return m
 
 
 def test_pipelining_is_bounded_by_the_inflight_window() -> None:
-    net = Network(pre_vote=False, check_quorum=False, inflight_messages_max=4,
-                  entries_per_message_max=1)
+    net = Network(
+        pre_vote=False, check_quorum=False, inflight_messages_max=4, entries_per_message_max=1
+    )
     net.elect(1)
     net.cut(1, 2)
     net.cut(1, 3)

@@ -6,4 +6,10 @@ import click
 
 
 def register(group: click.Group) -> None:
-    del group  # families register themselves here as they are written
+    from hongbao.cli.demo import demo
+    from hongbao.cli.node import node
+    from hongbao.cli.sim import sim
+
+    group.add_command(sim)
+    group.add_command(demo)
+    group.add_command(node)

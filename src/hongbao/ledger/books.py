@@ -139,6 +139,27 @@ def close_books(books: Books) -> None:
     save(books.store, Table.META, META_STATE, books.state)
 
 
+MONEY_FIELDS = (
+    "balances_fen",
+    "escrow_fen",
+    "outbox_fen",
+    "deposits_fen",
+    "withdrawals_fen",
+    "delivered_in_fen",
+    "settled_out_fen",
+)
+
+
+def check_delta(books: Books, before: ShardState, expected: dict[str, int], what: str) -> None:
+    """Per-command conservation: the running totals moved by exactly ``expected``."""
+    moved = {
+        name: getattr(books.state, name) - getattr(before, name)
+        for name in MONEY_FIELDS
+        if getattr(books.state, name) != getattr(before, name)
+    }
+    invariant(moved == {k: v for k, v in expected.items() if v}, f"{what} moved {moved}")
+
+
 def get_account(books: Books, user_id: str) -> Account | None:
     return load(books.store, Table.ACCOUNTS, account_key(user_id), Account)
 

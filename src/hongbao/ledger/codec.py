@@ -31,7 +31,7 @@ import typing
 from collections.abc import Callable
 from typing import TypeVar
 
-from hongbao._invariant import invariant
+from hongbao._invariant import InvariantViolation, invariant
 
 T = TypeVar("T")
 
@@ -72,19 +72,23 @@ def tag_of(cls: type) -> str:
 def encode(value: object) -> bytes:
     """The canonical bytes of a registered dataclass instance."""
     invariant(type(value) in _TAG_OF, f"{type(value).__name__} is not a registered record")
-    plain = _to_plain(value, type(value), "$")
+    plain = _encoder(type(value))(value)
     text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return text.encode("ascii")
 
 
-def decode(data: bytes, expected: type[T]) -> T:
-    """The value of type ``expected`` whose canonical encoding is ``data``."""
-    value = decode_union(data, expected)
+def decode(data: bytes, expected: type[T], *, canonical: bool = True) -> T:
+    """The value of type ``expected`` whose canonical encoding is ``data``.
+
+    ``canonical=False`` skips the re-encoding check (still fully type-checked): for rows
+    the ledger wrote itself, which the store already guards with its own checksum.
+    """
+    value = decode_union(data, expected, canonical=canonical)
     invariant(isinstance(value, expected), "decode_union returned the wrong type")
     return typing.cast(T, value)
 
 
-def decode_union(data: bytes, expected: object) -> object:
+def decode_union(data: bytes, expected: object, *, canonical: bool = True) -> object:
     """Like :func:`decode` for an annotation such as ``Ok | Rejected``."""
     if type(data) is not bytes:
         raise CodecError(f"expected bytes, got {type(data).__name__}")
@@ -100,127 +104,225 @@ def decode_union(data: bytes, expected: object) -> object:
         )
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise CodecError(f"not canonical JSON: {error}") from None
-    value = _from_plain(plain, expected, "$")
-    if encode(value) != data:
+    try:
+        value = _decoder(expected)(plain)
+    except _Bad as bad:
+        raise CodecError(f"${bad.path}: {bad.reason}") from None
+    if canonical and encode(value) != data:
         raise CodecError("not the canonical encoding (key order, spacing or escapes differ)")
     return value
 
 
-# -- encoding ---------------------------------------------------------------------------------
+# -- compiled encoders: trusted values; a mismatch is a programmer error ----------------------
+
+Encoder = Callable[[object], object]
+Decoder = Callable[[object], object]
+_ENCODERS: dict[object, Encoder] = {}
+_DECODERS: dict[object, Decoder] = {}
 
 
-def _to_plain(value: object, hint: object, path: str) -> object:
+def _encoder(hint: object) -> Encoder:
+    found = _ENCODERS.get(hint)
+    if found is None:
+        found = _ENCODERS[hint] = _compile_encoder(hint)
+    return found
+
+
+def _compile_encoder(hint: object) -> Encoder:
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
-        for option in typing.get_args(hint):
-            if _matches(value, option):
-                return _to_plain(value, option, path)
-        invariant(False, f"{path}: {type(value).__name__} does not match {hint}")
+        options = [(_matcher(option), _encoder(option)) for option in typing.get_args(hint)]
+
+        def encode_union(value: object) -> object:
+            for matches, encode_option in options:
+                if matches(value):
+                    return encode_option(value)
+            raise InvariantViolation(f"{type(value).__name__} does not match {hint}")
+
+        return encode_union
     if origin is tuple:
-        invariant(isinstance(value, tuple), f"{path}: expected a tuple")
-        item_hint = _tuple_item(hint, path)
-        items = typing.cast(tuple[object, ...], value)
-        return [_to_plain(item, item_hint, f"{path}[{i}]") for i, item in enumerate(items)]
-    invariant(_matches(value, hint), f"{path}: {value!r} is not a {hint}")
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, int) and not isinstance(value, bool):
-        invariant(INT_MIN <= value <= INT_MAX, f"{path}: integer {value} outside 64 bits")
-    if type(value) in _TAG_OF:
-        plain: dict[str, object] = {TAG: _TAG_OF[type(value)]}
-        for name, field_hint in _hints(type(value)):
-            plain[name] = _to_plain(getattr(value, name), field_hint, f"{path}.{name}")
+        encode_item = _encoder(_tuple_item(hint))
+
+        def encode_tuple(value: object) -> object:
+            invariant(type(value) is tuple, f"expected a tuple, got {type(value).__name__}")
+            return [encode_item(item) for item in typing.cast(tuple[object, ...], value)]
+
+        return encode_tuple
+    if hint is int:
+        return _encode_int
+    if hint in (str, bool, type(None)):
+        expected_type = typing.cast(type, hint)
+
+        def encode_scalar(value: object) -> object:
+            invariant(type(value) is expected_type, f"{value!r} is not a {expected_type}")
+            return value
+
+        return encode_scalar
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        enum_type = hint
+
+        def encode_enum(value: object) -> object:
+            invariant(type(value) is enum_type, f"{value!r} is not a {enum_type.__name__}")
+            return typing.cast(enum.Enum, value).value
+
+        return encode_enum
+    invariant(isinstance(hint, type) and hint in _TAG_OF, f"unsupported annotation {hint!r}")
+    return _compile_record_encoder(typing.cast(type, hint))
+
+
+def _compile_record_encoder(cls: type) -> Encoder:
+    tag = _TAG_OF[cls]
+    fields = [(name, _encoder(field_hint)) for name, field_hint in _hints(cls)]
+
+    def encode_record(value: object) -> object:
+        invariant(type(value) is cls, f"{type(value).__name__} is not a {cls.__name__}")
+        plain: dict[str, object] = {TAG: tag}
+        for name, encode_field in fields:
+            plain[name] = encode_field(getattr(value, name))
         return plain
+
+    return encode_record
+
+
+def _encode_int(value: object) -> object:
+    invariant(type(value) is int, f"{value!r} is not an int")
+    invariant(INT_MIN <= typing.cast(int, value) <= INT_MAX, f"integer {value} outside 64 bits")
     return value
 
 
-def _matches(value: object, hint: object) -> bool:
-    """Whether ``value`` has the runtime shape of the (non-union) ``hint``."""
+def _matcher(hint: object) -> Callable[[object], bool]:
+    """Whether a value has the runtime shape of the (non-union) ``hint``."""
     if hint is type(None):
-        return value is None
-    if hint is bool:
-        return type(value) is bool
-    if hint is int:
-        return type(value) is int
-    if hint is str:
-        return type(value) is str
-    if typing.get_origin(hint) is tuple:
-        return isinstance(value, tuple)
-    if isinstance(hint, type):
-        return type(value) is hint
-    return False
+        return lambda value: value is None
+    wanted = tuple if typing.get_origin(hint) is tuple else hint
+    invariant(isinstance(wanted, type), f"unsupported union member {hint!r}")
+    return lambda value: type(value) is wanted
 
 
-# -- decoding ---------------------------------------------------------------------------------
+# -- compiled decoders: untrusted plain JSON; a mismatch is a CodecError ----------------------
 
 
-def _from_plain(plain: object, hint: object, path: str) -> object:
+class _Bad(Exception):
+    """Internal: where (a path below the current value) and why decoding failed."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.path, self.reason = path, reason
+
+
+def _decoder(hint: object) -> Decoder:
+    found = _DECODERS.get(hint)
+    if found is None:
+        found = _DECODERS[hint] = _compile_decoder(hint)
+    return found
+
+
+def _compile_decoder(hint: object) -> Decoder:
     origin = typing.get_origin(hint)
     if origin is typing.Union or origin is types.UnionType:
-        return _from_plain_union(plain, typing.get_args(hint), path)
+        return _compile_union_decoder(typing.get_args(hint))
     if origin is tuple:
-        if type(plain) is not list:
-            raise CodecError(f"{path}: expected a list")
-        item_hint = _tuple_item(hint, path)
-        return tuple(_from_plain(item, item_hint, f"{path}[{i}]") for i, item in enumerate(plain))
-    if hint is type(None):
-        if plain is not None:
-            raise CodecError(f"{path}: expected null")
-        return None
-    if hint in (bool, str):
-        if type(plain) is not hint:
-            raise CodecError(f"{path}: expected {typing.cast(type, hint).__name__}")
-        return plain
+        decode_item = _decoder(_tuple_item(hint))
+
+        def decode_tuple(plain: object) -> object:
+            if type(plain) is not list:
+                raise _Bad("", "expected a list")
+            items = []
+            for index, item in enumerate(plain):
+                try:
+                    items.append(decode_item(item))
+                except _Bad as bad:
+                    raise _Bad(f"[{index}]{bad.path}", bad.reason) from None
+            return tuple(items)
+
+        return decode_tuple
     if hint is int:
-        if type(plain) is not int:
-            raise CodecError(f"{path}: expected an integer")
-        if not INT_MIN <= plain <= INT_MAX:
-            raise CodecError(f"{path}: integer outside 64 bits")
-        return plain
+        return _decode_int
+    if hint in (str, bool, type(None)):
+        expected_type = typing.cast(type, hint)
+        name = "null" if hint is type(None) else expected_type.__name__
+
+        def decode_scalar(plain: object) -> object:
+            if type(plain) is not expected_type:
+                raise _Bad("", f"expected {name}")
+            return plain
+
+        return decode_scalar
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        try:
-            return hint(plain)
-        except ValueError:
-            raise CodecError(f"{path}: {plain!r} is not a {hint.__name__}") from None
-    if isinstance(hint, type) and hint in _TAG_OF:
-        return _record_from_plain(plain, hint, path)
-    invariant(False, f"{path}: unsupported annotation {hint!r}")
-    return None  # unreachable
+        enum_type = hint
+
+        def decode_enum(plain: object) -> object:
+            try:
+                return enum_type(plain)
+            except ValueError:
+                raise _Bad("", f"{plain!r} is not a {enum_type.__name__}") from None
+
+        return decode_enum
+    invariant(isinstance(hint, type) and hint in _TAG_OF, f"unsupported annotation {hint!r}")
+    return _compile_record_decoder(typing.cast(type, hint))
 
 
-def _from_plain_union(plain: object, options: tuple[object, ...], path: str) -> object:
-    if plain is None:
-        if type(None) in options:
-            return None
-        raise CodecError(f"{path}: null is not allowed here")
+def _decode_int(plain: object) -> object:
+    if type(plain) is not int:
+        raise _Bad("", "expected an integer")
+    if not INT_MIN <= plain <= INT_MAX:
+        raise _Bad("", "integer outside 64 bits")
+    return plain
+
+
+def _compile_union_decoder(options: tuple[object, ...]) -> Decoder:
+    nullable = type(None) in options
     others = [option for option in options if option is not type(None)]
     if len(others) == 1:
-        return _from_plain(plain, others[0], path)
-    invariant(all(option in _TAG_OF for option in others), f"{path}: unsupported union")
-    if type(plain) is not dict:
-        raise CodecError(f"{path}: expected an object")
-    cls = _BY_TAG.get(plain.get(TAG)) if type(plain.get(TAG)) is str else None
-    if cls is None or cls not in others:
-        raise CodecError(f"{path}: tag {plain.get(TAG)!r} is not allowed here")
-    return _record_from_plain(plain, cls, path)
+        decode_other = _decoder(others[0])
+
+        def decode_optional(plain: object) -> object:
+            return None if plain is None and nullable else decode_other(plain)
+
+        return decode_optional
+    invariant(all(option in _TAG_OF for option in others), f"unsupported union {options}")
+    by_tag = {_TAG_OF[typing.cast(type, option)]: _decoder(option) for option in others}
+
+    def decode_tagged(plain: object) -> object:
+        if plain is None and nullable:
+            return None
+        if type(plain) is not dict:
+            raise _Bad("", "expected an object")
+        tag = plain.get(TAG)
+        decode_option = by_tag.get(tag) if isinstance(tag, str) else None
+        if decode_option is None:
+            raise _Bad("", f"tag {tag!r} is not allowed here")
+        return decode_option(plain)
+
+    return decode_tagged
 
 
-def _record_from_plain(plain: object, cls: type, path: str) -> object:
-    if type(plain) is not dict:
-        raise CodecError(f"{path}: expected an object")
-    if plain.get(TAG) != _TAG_OF[cls]:
-        raise CodecError(f"{path}: expected tag {_TAG_OF[cls]!r}, got {plain.get(TAG)!r}")
-    hints = _hints(cls)
-    expected_keys = {TAG, *(name for name, _ in hints)}
-    if set(plain) != expected_keys:
-        missing = sorted(expected_keys - set(plain))
-        extra = sorted(set(plain) - expected_keys)
-        raise CodecError(f"{path}: fields missing {missing} or unexpected {extra}")
-    values = {name: _from_plain(plain[name], hint, f"{path}.{name}") for name, hint in hints}
-    try:
-        return cls(**values)
-    except (ValueError, TypeError) as error:
-        raise CodecError(f"{path}: {error}") from None
+def _compile_record_decoder(cls: type) -> Decoder:
+    tag = _TAG_OF[cls]
+    fields = [(name, _decoder(field_hint)) for name, field_hint in _hints(cls)]
+    expected_keys = {TAG, *(name for name, _ in fields)}
+
+    def decode_record(plain: object) -> object:
+        if type(plain) is not dict:
+            raise _Bad("", "expected an object")
+        if plain.get(TAG) != tag:
+            raise _Bad("", f"expected tag {tag!r}, got {plain.get(TAG)!r}")
+        if plain.keys() != expected_keys:
+            missing = sorted(expected_keys - set(plain))
+            extra = sorted(set(plain) - expected_keys)
+            raise _Bad("", f"fields missing {missing} or unexpected {extra}")
+        values = {}
+        for name, decode_field in fields:
+            try:
+                values[name] = decode_field(plain[name])
+            except _Bad as bad:
+                raise _Bad(f".{name}{bad.path}", bad.reason) from None
+        try:
+            return cls(**values)
+        except (ValueError, TypeError) as error:
+            raise _Bad("", str(error)) from None
+
+    return decode_record
 
 
 def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
@@ -245,15 +347,12 @@ def _hints(cls: type) -> tuple[tuple[str, object], ...]:
     cached = _HINTS.get(cls)
     if cached is None:
         resolved = typing.get_type_hints(cls)
-        cached = tuple(
-            (field.name, resolved[field.name])
-            for field in dataclasses.fields(cls)  # type: ignore[arg-type]
-        )
+        cached = tuple((field.name, resolved[field.name]) for field in dataclasses.fields(cls))
         _HINTS[cls] = cached
     return cached
 
 
-def _tuple_item(hint: object, path: str) -> object:
+def _tuple_item(hint: object) -> object:
     args = typing.get_args(hint)
-    invariant(len(args) == 2 and args[1] is Ellipsis, f"{path}: only tuple[X, ...] is supported")
+    invariant(len(args) == 2 and args[1] is Ellipsis, f"only tuple[X, ...] is supported: {hint}")
     return args[0]

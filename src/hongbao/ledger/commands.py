@@ -27,6 +27,9 @@ from hongbao.ledger.limits import Limits
 from hongbao.ledger.records import CreditKind, EnvelopeKind
 
 BATCH_FORMAT_VERSION = 1
+TS_MS_MAX = 2**53
+"""Latest batch timestamp accepted (year ~287,000): keeps every derived time (an envelope's
+expiry is ts + TTL) far inside the 64-bit integers the codec and keys allow."""
 
 # -- wallet -------------------------------------------------------------------------------------
 
@@ -168,8 +171,8 @@ class Batch:
     def __post_init__(self) -> None:
         if self.version != BATCH_FORMAT_VERSION:
             raise ValueError(f"unsupported batch format version {self.version}")
-        if self.ts_ms < 0:
-            raise ValueError(f"ts_ms must be >= 0, got {self.ts_ms}")
+        if not 0 <= self.ts_ms <= TS_MS_MAX:
+            raise ValueError(f"ts_ms must be in 0..{TS_MS_MAX}, got {self.ts_ms}")
 
 
 # -- queries (read-only; served from a read transaction, never logged) --------------------------

@@ -11,7 +11,7 @@ contract suite (``tests/ledger/store_contract.py``).
 
 Keys and values are ``bytes``. Order is plain lexicographic order of the key bytes (what
 LMDB gives without a custom comparator), which is why every integer inside a key is
-big-endian and fixed-width. Keys are 1..511 bytes (LMDB's default ``maxkeysize``).
+big-endian and fixed-width. Keys are 1..507 bytes (see :data:`KEY_BYTES_MAX`).
 """
 
 from __future__ import annotations
@@ -23,8 +23,9 @@ from typing import Protocol, runtime_checkable
 
 from hongbao._invariant import invariant
 
-KEY_BYTES_MAX = 511
-"""LMDB's default largest key: a key the in-memory store accepts must fit LMDB too."""
+KEY_BYTES_MAX = 507
+"""LMDB's default largest key (511) less the 4-byte shard prefix the LMDB store adds: a key
+the in-memory store accepts must fit LMDB too. The ledger's own keys stay under ~140."""
 
 SCAN_PAGE_MAX = 1024
 """Rows per page when a caller walks a whole table with :func:`iterate`."""
@@ -83,7 +84,8 @@ class LedgerStore(Protocol):
 def check_key(key: bytes) -> None:
     """Every store calls this on every key it is given: LMDB would refuse the others."""
     invariant(type(key) is bytes, f"keys are bytes, not {type(key).__name__}")
-    invariant(0 < len(key) <= KEY_BYTES_MAX, f"key of {len(key)} bytes is outside 1..511")
+    invariant(len(key) > 0, "keys are never empty")
+    invariant(len(key) <= KEY_BYTES_MAX, f"key of {len(key)} bytes: at most {KEY_BYTES_MAX} fit")
 
 
 def iterate(

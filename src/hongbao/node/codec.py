@@ -20,11 +20,9 @@ from __future__ import annotations
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
-from typing import Final, TypeVar, cast, final
+from typing import Final, cast, final
 
-from google.protobuf.message import DecodeError
-
-from hongbao._invariant import invariant, maybe
+from hongbao._invariant import InvariantViolation, invariant, maybe
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, raft_pb2
 from hongbao.raft.types import (
     ConfState,
@@ -45,13 +43,9 @@ __all__ = [
     "batch_to_proto",
     "conf_state_from_proto",
     "conf_state_to_proto",
-    "entry_from_bytes",
     "entry_from_proto",
-    "entry_to_bytes",
     "entry_to_proto",
-    "hard_state_from_bytes",
     "hard_state_from_proto",
-    "hard_state_to_bytes",
     "hard_state_to_proto",
     "message_from_proto",
     "message_to_proto",
@@ -111,28 +105,12 @@ def entry_from_proto(pb: raft_pb2.Entry) -> Entry:
     return Entry(term=pb.term, index=pb.index, type=entry_type, data=pb.data)
 
 
-def entry_to_bytes(entry: Entry) -> bytes:
-    return entry_to_proto(entry).SerializeToString()
-
-
-def entry_from_bytes(data: bytes) -> Entry:
-    return entry_from_proto(_parse(raft_pb2.Entry, data))
-
-
 def hard_state_to_proto(hard_state: HardState) -> raft_pb2.HardState:
     return raft_pb2.HardState(term=hard_state.term, vote=hard_state.vote, commit=hard_state.commit)
 
 
 def hard_state_from_proto(pb: raft_pb2.HardState) -> HardState:
     return HardState(term=pb.term, vote=NodeId(pb.vote), commit=pb.commit)
-
-
-def hard_state_to_bytes(hard_state: HardState) -> bytes:
-    return hard_state_to_proto(hard_state).SerializeToString()
-
-
-def hard_state_from_bytes(data: bytes) -> HardState:
-    return hard_state_from_proto(_parse(raft_pb2.HardState, data))
 
 
 def conf_state_to_proto(conf_state: ConfState) -> raft_pb2.ConfState:
@@ -178,23 +156,24 @@ def snapshot_from_proto(pb: raft_pb2.Snapshot) -> Snapshot:
 def message_to_proto(message: Message) -> raft_pb2.Message:
     """Encode ``message`` whole, snapshot data included (peers chunk it: see below)."""
     snapshot = message.snapshot
-    return raft_pb2.Message(
+    pb = raft_pb2.Message(
         type=_TYPE_TO_PB[message.type],
         to=message.to,
         from_=message.from_,
         term=message.term,
         log_term=message.log_term,
         index=message.index,
-        entries=[
-            raft_pb2.Entry(term=e.term, index=e.index, type=_ENTRY_TYPE_TO_PB[e.type], data=e.data)
-            for e in message.entries
-        ],
         commit=message.commit,
         reject=message.reject,
         reject_hint=message.reject_hint,
         snapshot=None if snapshot is None else snapshot_to_proto(snapshot),
         context=message.context,
     )
+    # Appending in place is a third faster than building a list of Entry messages.
+    add_entry = pb.entries.add
+    for e in message.entries:
+        add_entry(term=e.term, index=e.index, type=_ENTRY_TYPE_TO_PB[e.type], data=e.data)
+    return pb
 
 
 def message_from_proto(pb: raft_pb2.Message) -> Message:
@@ -202,9 +181,10 @@ def message_from_proto(pb: raft_pb2.Message) -> Message:
     if message_type is None:
         raise CodecError(f"unknown message type {pb.type}")
     try:
+        # Positional arguments halve the cost of a frozen dataclass per entry; the order is
+        # Entry's (term, index, type, data), which the round-trip tests pin down.
         entries = tuple(
-            Entry(term=e.term, index=e.index, type=_ENTRY_TYPE_FROM_PB[e.type], data=e.data)
-            for e in pb.entries
+            Entry(e.term, e.index, _ENTRY_TYPE_FROM_PB[e.type], e.data) for e in pb.entries
         )
     except KeyError:
         raise CodecError("unknown entry type in message") from None
@@ -270,25 +250,28 @@ def snapshot_to_chunks(
     """
     snapshot = message.snapshot
     invariant(message.type is MessageType.SNAP, "only SNAP messages carry a snapshot")
-    invariant(snapshot is not None, "a SNAP message needs a snapshot")
     invariant(chunk_size_bytes > 0, "chunk_size_bytes must be positive")
-    assert snapshot is not None  # for mypy; the invariant above is the real check
+    if snapshot is None:
+        raise InvariantViolation("a SNAP message needs a snapshot")
     data = snapshot.data
     total = len(data)
     meta = snapshot.meta
     offset = 0
+    crc32 = 0
     while True:
         end = min(offset + chunk_size_bytes, total)
         last = end == total
+        part = data[offset:end]
+        crc32 = zlib.crc32(part, crc32)  # incremental: no pass over the whole payload at once
         yield peer_pb2.SnapshotChunk(
             shard_id=shard_id,
             snapshot_index=meta.index,
             snapshot_term=meta.term,
             offset=offset,
-            data=data[offset:end],
+            data=part,
             last=last,
             total_size_bytes=total,
-            crc32=zlib.crc32(data) if last else 0,
+            crc32=crc32 if last else 0,
             message=message_to_proto(replace(message, snapshot=Snapshot(meta=meta)))
             if last
             else None,
@@ -304,6 +287,7 @@ class _Staged:
     snapshot_term: int
     total_size_bytes: int
     received_bytes: int
+    crc32: int
     parts: list[bytes]
 
 
@@ -345,6 +329,7 @@ class SnapshotAssembler:
                 snapshot_term=chunk.snapshot_term,
                 total_size_bytes=chunk.total_size_bytes,
                 received_bytes=0,
+                crc32=0,
                 parts=[],
             )
             self._staged[shard_id] = staged
@@ -354,6 +339,7 @@ class SnapshotAssembler:
             return self._reject(chunk, "chunks exceed the announced size"), None
         staged.parts.append(chunk.data)
         staged.received_bytes += len(chunk.data)
+        staged.crc32 = zlib.crc32(chunk.data, staged.crc32)
         if not chunk.last:
             return _ack(chunk, staged.received_bytes, peer_pb2.SNAPSHOT_CHUNK_STATUS_ACCEPTED), None
         del self._staged[shard_id]
@@ -362,10 +348,9 @@ class SnapshotAssembler:
     def _complete(
         self, chunk: peer_pb2.SnapshotChunk, staged: _Staged
     ) -> tuple[peer_pb2.SnapshotChunkAck, tuple[int, Message] | None]:
-        data = b"".join(staged.parts)
-        if len(data) != staged.total_size_bytes:
+        if staged.received_bytes != staged.total_size_bytes:
             return self._reject(chunk, "snapshot ended short of its announced size"), None
-        if zlib.crc32(data) != chunk.crc32:
+        if staged.crc32 != chunk.crc32:
             return self._reject(chunk, "snapshot crc32 mismatch"), None
         if not chunk.HasField("message") or chunk.message.type != _SNAP:
             return self._reject(chunk, "last chunk lacks its SNAP message"), None
@@ -379,6 +364,8 @@ class SnapshotAssembler:
             staged.snapshot_term,
         ):
             return self._reject(chunk, "SNAP message does not match its chunks"), None
+        data = b"".join(staged.parts)
+        invariant(len(data) == staged.total_size_bytes, "staged parts add up to the size")
         message = replace(message, snapshot=Snapshot(meta=snapshot.meta, data=data))
         ack = _ack(chunk, staged.received_bytes, peer_pb2.SNAPSHOT_CHUNK_STATUS_COMPLETE)
         return ack, (chunk.shard_id, message)
@@ -409,13 +396,3 @@ def _ack(
         next_offset=next_offset,
         status=status,
     )
-
-
-_Parsed = TypeVar("_Parsed", raft_pb2.Entry, raft_pb2.HardState)
-
-
-def _parse(cls: type[_Parsed], data: bytes) -> _Parsed:
-    try:
-        return cls.FromString(data)
-    except DecodeError as error:
-        raise CodecError(f"cannot decode {cls.__name__}: {error}") from None

@@ -17,10 +17,11 @@ import random
 from dataclasses import dataclass
 
 from hongbao._invariant import invariant
-from hongbao.raft.confchange import ConfChange, ConfChangeError, apply_change
+from hongbao.raft.confchange import ConfChange, apply_change
 from hongbao.raft.config import RaftConfig
 from hongbao.raft.errors import NotLeader, ProposalDropped
 from hongbao.raft.log import RaftLog
+from hongbao.raft.membership import ConfHistory
 from hongbao.raft.progress import Inflights, Progress, ProgressState
 from hongbao.raft.read_only import ReadOnly
 from hongbao.raft.storage import Compacted, LogStorage
@@ -111,9 +112,7 @@ class RaftCore:
         self._reads_before_commit: list[Message] = []
         self._messages: list[Message] = []
         self._read_states: list[ReadState] = []
-        self._conf_history: list[tuple[LogIndex, ConfState]] = [
-            (self._log.first_index() - 1, conf_state)
-        ]
+        self._conf = ConfHistory(base_index=self._log.first_index() - 1, base=conf_state)
         self._load_conf_entries(storage)
         # An applied entry was committed even if the hard state's commit lagged on disk.
         commit = max(hard_state.commit, self._log.applied)
@@ -133,7 +132,7 @@ class RaftCore:
             return
         for entry in storage.entries(lo=first, hi=last + 1, max_bytes=None):
             if entry.type is EntryType.CONF_CHANGE:
-                self._push_conf(entry)
+                self._conf.push(entry)
 
     # -- public read-only view -----------------------------------------------------------
 
@@ -152,17 +151,12 @@ class RaftCore:
     @property
     def conf_state(self) -> ConfState:
         """The configuration in force: the one at the end of the log."""
-        return self._conf_history[-1][1]
+        return self._conf.current
 
     @property
     def applied_conf_state(self) -> ConfState:
         """The configuration as of the applied index: what a snapshot taken now records."""
-        applied = self._log.applied
-        conf = self._conf_history[0][1]
-        for index, candidate in self._conf_history:
-            if index <= applied:
-                conf = candidate
-        return conf
+        return self._conf.at(self._log.applied)
 
     def term_at(self, index: LogIndex) -> Term | None:
         return self._log.term(index)
@@ -223,7 +217,7 @@ class RaftCore:
     def propose_conf_change(self, change: ConfChange) -> tuple[LogIndex, Term]:
         """Propose one membership change (raft-pitfalls 23: one at a time)."""
         self._check_can_propose()
-        if self._conf_history[-1][0] > self._log.committed:
+        if self._conf.last_change_index > self._log.committed:
             raise ProposalDropped("a membership change is still uncommitted", self.leader_id)
         if self._log.term(self._log.committed) != self.term:
             raise ProposalDropped("no entry of this term is committed yet", self.leader_id)
@@ -340,7 +334,7 @@ class RaftCore:
         if ready.entries:
             last = ready.entries[-1]
             self._log.stable_to(last.index, last.term)
-        self._prune_conf_history()
+        self._conf.prune(self._log.applied)
 
     def _hard_state(self) -> HardState:
         return HardState(self.term, self.vote, self._log.committed)
@@ -660,7 +654,7 @@ class RaftCore:
             self._send(MT.APP_RESP, to=m.from_, index=self._log.committed)
             return
         self._log.restore(snapshot)
-        self._conf_history = [(meta.index, meta.conf_state)]
+        self._conf.reset(base_index=meta.index, base=meta.conf_state)
         self._sync_progress()
         self._send(MT.APP_RESP, to=m.from_, index=self._log.last_index())
 
@@ -801,7 +795,7 @@ class RaftCore:
             pending, self._reads_before_commit = self._reads_before_commit, []
             for read in pending:
                 self._leader_read_index(read)
-        last_conf_index = self._conf_history[-1][0]
+        last_conf_index = self._conf.last_change_index
         removed = self.node_id not in self.conf_state.voters
         if removed and last_conf_index <= self._log.committed:
             # Pitfall 25: a leader that removed itself leads until the removal commits.
@@ -894,39 +888,12 @@ class RaftCore:
 
     # -- membership ----------------------------------------------------------------------
 
-    def _push_conf(self, entry: Entry) -> None:
-        current = self._conf_history[-1][1]
-        try:
-            new_conf = apply_change(current, ConfChange.decode(entry.data))
-        except ConfChangeError:
-            new_conf = current  # an invalid change is a no-op, identically on every replica
-        self._conf_history.append((entry.index, new_conf))
-
     def _refresh_conf_after_append(self, entries: tuple[Entry, ...]) -> None:
-        """Pitfall 23: use a configuration once it is in the log; undo it if truncated.
-
-        ``entries`` are exactly the ones just written, from the truncation point on.
-        """
-        if not entries:
-            return
-        first_new = entries[0].index
-        changed = False
-        while len(self._conf_history) > 1 and self._conf_history[-1][0] >= first_new:
-            self._conf_history.pop()
-            changed = True
-        for entry in entries:
-            if entry.type is EntryType.CONF_CHANGE:
-                self._push_conf(entry)
-                changed = True
-        if changed:
+        """``entries`` were just written (from the truncation point on): pitfall 23."""
+        if self._conf.written(entries):
             self._sync_progress()
             if self.role is Role.LEADER:
                 self._maybe_commit()
-
-    def _prune_conf_history(self) -> None:
-        applied = self._log.applied
-        while len(self._conf_history) > 1 and self._conf_history[1][0] <= applied:
-            self._conf_history.pop(0)
 
     # -- sending -------------------------------------------------------------------------
 

@@ -73,6 +73,8 @@ class Checker:
         self._pinned: dict[tuple[LogIndex, Term], tuple[EntryType, bytes, Term]] = {}
         self.applied: list[AppliedRecord] = []  # the global sequence; index i at i - 1
         self._commit_by_term: dict[Term, LogIndex] = {}
+        self._committed_terms: dict[LogIndex, Term] = {}  # pinned by the first node to commit
+        self._commit_checked: dict[NodeId, LogIndex] = {}
         self.acked: dict[LogIndex, tuple[Term, bytes]] = {}
         self.max_acked_index: LogIndex = 0
 
@@ -99,12 +101,16 @@ class Checker:
         return False
 
     def on_down(self, node: NodeId) -> None:
-        """``node`` crashed: it leads nothing any more."""
+        """``node`` crashed: it leads nothing any more, and its log may have shrunk."""
         self._current_leaders.pop(node, None)
+        self._commit_checked.pop(node, None)
 
-    def on_commit(self, node: NodeId, *, term: Term, commit_index: LogIndex) -> None:
-        """``node``, in ``term``, knows ``commit_index``: every index up to it is committed."""
-        del node
+    def on_commit(
+        self, node: NodeId, *, term: Term, commit_index: LogIndex, log: LogStorage
+    ) -> None:
+        """``node``, in ``term``, knows ``commit_index``: every entry of its log up to there
+        is committed, and was committed in a term <= ``term``."""
+        self._pin_committed(node, commit_index, log)
         if commit_index <= self._commit_by_term.get(term, 0):
             return
         self._commit_by_term[term] = commit_index
@@ -112,6 +118,28 @@ class Checker:
             leader = self._current_leaders[leader_id]
             if leader.term > term:
                 self._verify_leader(leader_id, leader)
+
+    def _pin_committed(self, node: NodeId, commit_index: LogIndex, log: LogStorage) -> None:
+        """Two nodes claiming different entries committed at one index is already fatal."""
+        checked = self._commit_checked.get(node, 0)
+        if commit_index <= checked:
+            return
+        if commit_index > log.last_index():
+            raise Violation(
+                ViolationKind.DURABILITY,
+                f"node {node} knows index {commit_index} committed but its log ends at "
+                f"{log.last_index()}",
+            )
+        for index in range(max(checked + 1, log.first_index()), commit_index + 1):
+            held = log.term(index)
+            pinned = self._committed_terms.setdefault(index, held)
+            if pinned != held:
+                raise Violation(
+                    ViolationKind.STATE_MACHINE_SAFETY,
+                    f"node {node} holds term {held} at committed index {index}; another "
+                    f"node committed term {pinned} there",
+                )
+        self._commit_checked[node] = commit_index
 
     def _committed_before(self, term: Term) -> LogIndex:
         return max((c for t, c in self._commit_by_term.items() if t < term), default=0)
@@ -127,17 +155,16 @@ class Checker:
                 f"node {node} leads term {leader.term} with last index {last} but index "
                 f"{needed} was committed in an earlier term",
             )
-        checkable = min(needed, len(self.applied))
-        for index in range(max(leader.verified_index + 1, leader.log.first_index()), checkable + 1):
-            expected = self.applied[index - 1].term
+        for index in range(max(leader.verified_index + 1, leader.log.first_index()), needed + 1):
+            expected = self._committed_terms.get(index)
             held = leader.log.term(index)
-            if held != expected:
+            if expected is not None and held != expected:
                 raise Violation(
                     ViolationKind.LEADER_COMPLETENESS,
                     f"node {node} leads term {leader.term} holding term {held} at index "
                     f"{index}, but the committed entry there has term {expected}",
                 )
-        leader.verified_index = max(leader.verified_index, checkable)
+        leader.verified_index = needed
 
     # -- log matching ----------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from hongbao.raft.config import RaftConfig
 from hongbao.raft.types import ConfState, EntryType, Message, MessageType, NodeId, Role
 from hongbao.sim.checker import Checker
 from hongbao.sim.config import DELIVERIES_PER_TICK_MAX, READY_ROUNDS_PER_STEP_MAX, SimConfig
-from hongbao.sim.network import Due, DropReason, InFlight, Network
+from hongbao.sim.network import DropReason, Due, InFlight, Network
 from hongbao.sim.node import ReadyOutcome, SimNode
 from hongbao.sim.stats import RunStats
 from hongbao.sim.trace import Trace, node_subject
@@ -54,6 +54,7 @@ class Cluster:
             heartbeat_interval_ticks=config.heartbeat_interval_ticks,
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
+            entries_per_message_max=config.entries_per_message_max,
             bugs=config.bugs,
         )
         bootstrap = ConfState(voters=frozenset(ids))
@@ -90,6 +91,9 @@ class Cluster:
         """The live leader of the highest term, if any (what a well-informed client finds)."""
         leaders = self.leaders()
         return max(leaders, key=lambda n: n.live_core().term) if leaders else None
+
+    def trace_phase(self, name: str) -> None:
+        self._trace.emit(self.now, "sim", "phase", f"name={name}")
 
     # -- time ------------------------------------------------------------------------------
 
@@ -135,30 +139,37 @@ class Cluster:
             dropped = DropReason.BLOCKED
             self._stats.messages_blocked += 1
         if self._trace.messages:
+            reason = f" reason={dropped.value}" if dropped else ""
             self._trace.emit(self.now, "net", "drop" if dropped else "deliver",
-                             _describe(due.flight) + (f" reason={dropped.value}" if dropped else ""))
+                             _describe(due.flight) + reason)
         if dropped is None and target is not None:
             self._stats.messages_delivered += 1
             target.live_core().step(message)
             self.settle(target)
         elif dropped is DropReason.BLOCKED:
-            self._tell_sender(due.flight, lambda core: core.report_unreachable(message.to))
+            self._tell_sender(due.flight, unreachable=True)
         if message.type is MessageType.SNAP:
-            ok = dropped is None
-            self._tell_sender(due.flight, lambda core: core.report_snapshot(message.to, ok=ok))
+            self._tell_sender(due.flight, snapshot_ok=dropped is None)
 
-    def _tell_sender(self, flight: InFlight, report: Callable[..., None]) -> None:
+    def _tell_sender(
+        self, flight: InFlight, *, unreachable: bool = False, snapshot_ok: bool | None = None
+    ) -> None:
+        """Report a failed send or a finished snapshot to the sender (its same incarnation)."""
         sender = self.nodes[flight.message.from_]
-        if sender.alive and sender.incarnation == flight.sender_incarnation:
-            report(sender.live_core())
-            self.settle(sender)
+        if not sender.alive or sender.incarnation != flight.sender_incarnation:
+            return
+        core = sender.live_core()
+        if unreachable:
+            core.report_unreachable(flight.message.to)
+        if snapshot_ok is not None:
+            core.report_snapshot(flight.message.to, ok=snapshot_ok)
+        self.settle(sender)
 
     def _report_overflow(self) -> None:
         overflowed, self.network.overflowed = self.network.overflowed, []
         for flight in overflowed:
-            message = flight.message
-            if message.type is MessageType.SNAP:
-                self._tell_sender(flight, lambda core: core.report_snapshot(message.to, ok=False))
+            if flight.message.type is MessageType.SNAP:
+                self._tell_sender(flight, snapshot_ok=False)
 
     # -- routing outcomes --------------------------------------------------------------------
 
@@ -189,10 +200,11 @@ class Cluster:
                 self._trace.emit(self.now, subject, "conf",
                                  _describe_conf(applied.image.conf_state))
         if outcome.applied and self._trace.enabled:
-            first_entry, last = outcome.applied[0].entry, outcome.applied[-1]
+            first_applied, last_applied = outcome.applied[0], outcome.applied[-1]
             self._trace.emit(self.now, subject, "apply",
-                             f"first={first_entry.index} last={last.entry.index} "
-                             f"digest={last.image.digest.hex()[:12]}")
+                             f"first={first_applied.entry.index} "
+                             f"last={last_applied.entry.index} "
+                             f"digest={last_applied.image.digest.hex()[:12]}")
         for listener in self.listeners:
             listener(node, outcome)
 
@@ -207,7 +219,8 @@ class Cluster:
             self._stats.elections += 1
             self._trace.emit(self.now, node_subject(node_id), "leader",
                              f"term={core.term} last={core.last_index} commit={core.commit_index}")
-        self.checker.on_commit(node_id, term=core.term, commit_index=core.commit_index)
+        self.checker.on_commit(node_id, term=core.term, commit_index=core.commit_index,
+                               log=node.disk.volatile)
         role = (core.role, core.term, core.leader_id)
         if self._last_role.get(node_id) != role:
             self._last_role[node_id] = role

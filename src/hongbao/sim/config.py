@@ -44,6 +44,10 @@ class FaultRates:
 
     fault_probability_per_tick: float = 0.04
     crashed_nodes_max: int = 2  # at most this many nodes are down at once
+    # A leader may crash or be cut off within its first ticks, while its first entries are
+    # half replicated: what Figure 8 of the Raft paper needs (raft-pitfalls 14).
+    fresh_leader_fault_probability: float = 0.02  # per tick, while the leader is fresh
+    fresh_leader_ticks: int = 12
     degraded_loss_probability: float = 0.5  # loss on a degraded link
     degraded_delay_ticks: int = 8  # extra delay on a clogged link
     # Relative weights of the fault actions (see faults.py for what each one does).
@@ -83,6 +87,7 @@ class SimConfig:
     check_quorum: bool = True
     snapshot_interval_entries: int = 24  # a node snapshots after this many applied entries
     compaction_lag_entries_max: int = 4  # entries kept behind a snapshot (drawn per snapshot)
+    entries_per_message_max: int = 256  # the core's batching bound; small values split batches
     network: NetworkRates = field(default_factory=NetworkRates)
     faults: FaultRates = field(default_factory=FaultRates)
     workload: WorkloadRates = field(default_factory=WorkloadRates)

@@ -12,6 +12,7 @@ are otherwise applied by the core itself.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -71,11 +72,11 @@ class StateMachine:
         )
         conf_state = self.image.conf_state
         if entry.type is EntryType.CONF_CHANGE:
-            try:
+            # The core refuses invalid changes; if one slipped in, it would change nothing.
+            with contextlib.suppress(ConfChangeError):
                 conf_state = apply_change(conf_state, ConfChange.decode(entry.data))
-            except ConfChangeError:
-                pass  # the core refuses such entries; if one slips in, it changes nothing
-        writes = self.image.writes_applied + int(entry.type is EntryType.NORMAL and bool(entry.data))
+        is_write = entry.type is EntryType.NORMAL and bool(entry.data)
+        writes = self.image.writes_applied + int(is_write)
         self.image = MachineImage(
             entry.index, chain_digest(self.image.digest, entry), conf_state, writes
         )

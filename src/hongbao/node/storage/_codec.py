@@ -40,6 +40,7 @@ SNAPSHOT_CHUNK_BYTES_MAX: Final = 1 << 20
 enough that no single LMDB value (an overflow page run) becomes unreasonable."""
 
 SHARD_ID_MAX: Final = (1 << 32) - 1
+LOG_INDEX_MAX: Final = (1 << 64) - 1
 LEDGER_KEY_BYTES_MAX: Final = 511 - 4
 """LMDB keys are at most 511 bytes and the ledger's keys get a 4-byte shard prefix."""
 
@@ -58,10 +59,8 @@ _LOG_START = struct.Struct(">QQ")
 _SNAP_HEAD = struct.Struct(">QQQIIHH")
 _NODE_ID = struct.Struct(">Q")
 
-ENTRY_RECORD_OVERHEAD_BYTES: Final = 4 + _ENTRY_HEAD.size
 
-
-class CorruptRecord(Exception):  # noqa: N818 (named for what it is, like Compacted)
+class CorruptRecord(Exception):
     """A record failed its checksum or is malformed: the disk, not the code, is at fault.
 
     Never caught in the node: the replica must stop rather than serve or vote on data it
@@ -145,7 +144,9 @@ def hard_state_encode(key: bytes, hard_state: HardState) -> bytes:
 
 
 def hard_state_decode(key: bytes, record: bytes) -> HardState:
-    body = _checked_body("raft_state", key, record, f"hard state of shard {key[:4].hex()}")
+    body = _checked_body(
+        "raft_state", key, record, f"hard state of shard {_U32.unpack_from(key)[0]}"
+    )
     if len(body) != _HARD_STATE.size:
         raise CorruptRecord(f"raft_state hard state: {len(body)}-byte body")
     term, vote, commit = _HARD_STATE.unpack(body)
@@ -157,7 +158,9 @@ def log_start_encode(key: bytes, index: int, term: int) -> bytes:
 
 
 def log_start_decode(key: bytes, record: bytes) -> tuple[int, int]:
-    body = _checked_body("raft_state", key, record, f"log start of shard {key[:4].hex()}")
+    body = _checked_body(
+        "raft_state", key, record, f"log start of shard {_U32.unpack_from(key)[0]}"
+    )
     if len(body) != _LOG_START.size:
         raise CorruptRecord(f"raft_state log start: {len(body)}-byte body")
     index, term = _LOG_START.unpack(body)
@@ -182,11 +185,13 @@ def snapshot_meta_encode(key: bytes, meta: SnapshotMeta, data: bytes) -> bytes:
 
 def snapshot_meta_decode(key: bytes, record: bytes) -> tuple[SnapshotMeta, int, int]:
     """The meta, the data's length in bytes and the data's crc32."""
-    body = _checked_body("raft_state", key, record, f"snapshot meta of shard {key[:4].hex()}")
+    body = _checked_body(
+        "raft_state", key, record, f"snapshot meta of shard {_U32.unpack_from(key)[0]}"
+    )
     if len(body) < _SNAP_HEAD.size:
         raise CorruptRecord(f"raft_state snapshot meta: {len(body)}-byte body")
-    index, term, data_bytes, data_crc, chunks, voter_count, learner_count = (
-        _SNAP_HEAD.unpack_from(body)
+    index, term, data_bytes, data_crc, chunks, voter_count, learner_count = _SNAP_HEAD.unpack_from(
+        body
     )
     if len(body) != _SNAP_HEAD.size + _NODE_ID.size * (voter_count + learner_count):
         raise CorruptRecord("raft_state snapshot meta: member list length mismatch")

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17hongbao/v1/errors.proto\x12\nhongbao.v1\"@\n\nLeaderHint\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x0f\n\x07node_id\x18\x02 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"|\n\x05\x45rror\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.hongbao.v1.ErrorReason\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12+\n\x0bleader_hint\x18\x04 \x01(\x0b\x32\x16.hongbao.v1.LeaderHint*\x8f\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nNOT_LEADER\x10\x01\x12\x0f\n\x0bUNAVAILABLE\x10\x02\x12\x0e\n\nOVERLOADED\x10\x03\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x04\x12\x12\n\x0eINVALID_AMOUNT\x10\n\x12\x14\n\x10\x41MOUNT_TOO_LARGE\x10\x0b\x12\x10\n\x0cMALFORMED_ID\x10\x0c\x12\x12\n\x0eLIMIT_EXCEEDED\x10\r\x12\x13\n\x0fINVALID_REQUEST\x10\x0e\x12\x16\n\x12INSUFFICIENT_FUNDS\x10\x14\x12\x12\n\x0e\x41\x43\x43OUNT_FROZEN\x10\x15\x12\x14\n\x10\x45NVELOPE_EXPIRED\x10\x16\x12\x12\n\x0e\x45NVELOPE_EMPTY\x10\x17\x12\x13\n\x0f\x41LREADY_GRABBED\x10\x18\x12\x18\n\x14\x44\x41ILY_LIMIT_EXCEEDED\x10\x19\x12\x15\n\x11REQUEST_ID_REUSED\x10\x1e\x12\r\n\tNOT_FOUND\x10\x1f\x12\x0c\n\x08INTERNAL\x10(b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17hongbao/v1/errors.proto\x12\nhongbao.v1\".\n\nLeaderHint\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\"\xa0\x01\n\x05\x45rror\x12\'\n\x06reason\x18\x01 \x01(\x0e\x32\x17.hongbao.v1.ErrorReason\x12\x0c\n\x04\x63ode\x18\x02 \x01(\x05\x12\x0f\n\x07message\x18\x03 \x01(\t\x12+\n\x0bleader_hint\x18\x04 \x01(\x0b\x32\x16.hongbao.v1.LeaderHint\x12\x15\n\x08shard_id\x18\x05 \x01(\rH\x00\x88\x01\x01\x42\x0b\n\t_shard_id*\x8f\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12\x0e\n\nNOT_LEADER\x10\x01\x12\x0f\n\x0bUNAVAILABLE\x10\x02\x12\x0e\n\nOVERLOADED\x10\x03\x12\x13\n\x0fOUTCOME_UNKNOWN\x10\x04\x12\x12\n\x0eINVALID_AMOUNT\x10\n\x12\x14\n\x10\x41MOUNT_TOO_LARGE\x10\x0b\x12\x10\n\x0cMALFORMED_ID\x10\x0c\x12\x12\n\x0eLIMIT_EXCEEDED\x10\r\x12\x13\n\x0fINVALID_REQUEST\x10\x0e\x12\x16\n\x12INSUFFICIENT_FUNDS\x10\x14\x12\x12\n\x0e\x41\x43\x43OUNT_FROZEN\x10\x15\x12\x14\n\x10\x45NVELOPE_EXPIRED\x10\x16\x12\x12\n\x0e\x45NVELOPE_EMPTY\x10\x17\x12\x13\n\x0f\x41LREADY_GRABBED\x10\x18\x12\x18\n\x14\x44\x41ILY_LIMIT_EXCEEDED\x10\x19\x12\x15\n\x11REQUEST_ID_REUSED\x10\x1e\x12\r\n\tNOT_FOUND\x10\x1f\x12\x0c\n\x08INTERNAL\x10(b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hongbao.v1.errors_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ERRORREASON']._serialized_start=232
-  _globals['_ERRORREASON']._serialized_end=631
+  _globals['_ERRORREASON']._serialized_start=251
+  _globals['_ERRORREASON']._serialized_end=650
   _globals['_LEADERHINT']._serialized_start=39
-  _globals['_LEADERHINT']._serialized_end=103
-  _globals['_ERROR']._serialized_start=105
-  _globals['_ERROR']._serialized_end=229
+  _globals['_LEADERHINT']._serialized_end=85
+  _globals['_ERROR']._serialized_start=88
+  _globals['_ERROR']._serialized_end=248
 # @@protoc_insertion_point(module_scope)

@@ -48,23 +48,23 @@ NOT_FOUND: ErrorReason
 INTERNAL: ErrorReason
 
 class LeaderHint(_message.Message):
-    __slots__ = ("shard_id", "node_id", "address")
-    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("node_id", "address")
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
-    shard_id: int
     node_id: int
     address: str
-    def __init__(self, shard_id: _Optional[int] = ..., node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+    def __init__(self, node_id: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
 
 class Error(_message.Message):
-    __slots__ = ("reason", "code", "message", "leader_hint")
+    __slots__ = ("reason", "code", "message", "leader_hint", "shard_id")
     REASON_FIELD_NUMBER: _ClassVar[int]
     CODE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     LEADER_HINT_FIELD_NUMBER: _ClassVar[int]
+    SHARD_ID_FIELD_NUMBER: _ClassVar[int]
     reason: ErrorReason
     code: int
     message: str
     leader_hint: LeaderHint
-    def __init__(self, reason: _Optional[_Union[ErrorReason, str]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., leader_hint: _Optional[_Union[LeaderHint, _Mapping]] = ...) -> None: ...
+    shard_id: int
+    def __init__(self, reason: _Optional[_Union[ErrorReason, str]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ..., leader_hint: _Optional[_Union[LeaderHint, _Mapping]] = ..., shard_id: _Optional[int] = ...) -> None: ...

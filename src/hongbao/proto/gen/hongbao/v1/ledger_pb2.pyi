@@ -18,6 +18,7 @@ class PostingKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     POSTING_KIND_ENVELOPE_SEND: _ClassVar[PostingKind]
     POSTING_KIND_ENVELOPE_GRAB: _ClassVar[PostingKind]
     POSTING_KIND_ENVELOPE_REFUND: _ClassVar[PostingKind]
+    POSTING_KIND_SETTLEMENT: _ClassVar[PostingKind]
 
 class EnvelopeKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -39,6 +40,7 @@ POSTING_KIND_TRANSFER_IN: PostingKind
 POSTING_KIND_ENVELOPE_SEND: PostingKind
 POSTING_KIND_ENVELOPE_GRAB: PostingKind
 POSTING_KIND_ENVELOPE_REFUND: PostingKind
+POSTING_KIND_SETTLEMENT: PostingKind
 ENVELOPE_KIND_UNSPECIFIED: EnvelopeKind
 ENVELOPE_KIND_LUCKY: EnvelopeKind
 ENVELOPE_KIND_FIXED: EnvelopeKind
@@ -118,42 +120,38 @@ class BalanceResponse(_message.Message):
     def __init__(self, balance_fen: _Optional[int] = ..., frozen: _Optional[bool] = ..., daily_outgoing_fen: _Optional[int] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
-    __slots__ = ("user_id", "after_seq", "limit", "stale_ok")
+    __slots__ = ("user_id", "limit", "stale_ok")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
-    AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     STALE_OK_FIELD_NUMBER: _ClassVar[int]
     user_id: str
-    after_seq: int
     limit: int
     stale_ok: bool
-    def __init__(self, user_id: _Optional[str] = ..., after_seq: _Optional[int] = ..., limit: _Optional[int] = ..., stale_ok: _Optional[bool] = ...) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ..., stale_ok: _Optional[bool] = ...) -> None: ...
 
 class HistoryResponse(_message.Message):
-    __slots__ = ("postings", "next_after_seq")
+    __slots__ = ("postings",)
     POSTINGS_FIELD_NUMBER: _ClassVar[int]
-    NEXT_AFTER_SEQ_FIELD_NUMBER: _ClassVar[int]
     postings: _containers.RepeatedCompositeFieldContainer[Posting]
-    next_after_seq: int
-    def __init__(self, postings: _Optional[_Iterable[_Union[Posting, _Mapping]]] = ..., next_after_seq: _Optional[int] = ...) -> None: ...
+    def __init__(self, postings: _Optional[_Iterable[_Union[Posting, _Mapping]]] = ...) -> None: ...
 
 class Posting(_message.Message):
-    __slots__ = ("seq", "ts_ms", "kind", "amount_fen", "balance_fen", "counterparty", "request_id")
+    __slots__ = ("seq", "ts_ms", "kind", "amount_fen", "balance_fen", "counterparty", "ref")
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TS_MS_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     AMOUNT_FEN_FIELD_NUMBER: _ClassVar[int]
     BALANCE_FEN_FIELD_NUMBER: _ClassVar[int]
     COUNTERPARTY_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    REF_FIELD_NUMBER: _ClassVar[int]
     seq: int
     ts_ms: int
     kind: PostingKind
     amount_fen: int
     balance_fen: int
     counterparty: str
-    request_id: str
-    def __init__(self, seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., kind: _Optional[_Union[PostingKind, str]] = ..., amount_fen: _Optional[int] = ..., balance_fen: _Optional[int] = ..., counterparty: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    ref: str
+    def __init__(self, seq: _Optional[int] = ..., ts_ms: _Optional[int] = ..., kind: _Optional[_Union[PostingKind, str]] = ..., amount_fen: _Optional[int] = ..., balance_fen: _Optional[int] = ..., counterparty: _Optional[str] = ..., ref: _Optional[str] = ...) -> None: ...
 
 class FreezeRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "note")
@@ -166,10 +164,10 @@ class FreezeRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class FreezeResponse(_message.Message):
-    __slots__ = ("changed",)
-    CHANGED_FIELD_NUMBER: _ClassVar[int]
-    changed: bool
-    def __init__(self, changed: _Optional[bool] = ...) -> None: ...
+    __slots__ = ("frozen",)
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    frozen: bool
+    def __init__(self, frozen: _Optional[bool] = ...) -> None: ...
 
 class UnfreezeRequest(_message.Message):
     __slots__ = ("request_id", "user_id", "note")
@@ -182,26 +180,24 @@ class UnfreezeRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
 
 class UnfreezeResponse(_message.Message):
-    __slots__ = ("changed",)
-    CHANGED_FIELD_NUMBER: _ClassVar[int]
-    changed: bool
-    def __init__(self, changed: _Optional[bool] = ...) -> None: ...
+    __slots__ = ("frozen",)
+    FROZEN_FIELD_NUMBER: _ClassVar[int]
+    frozen: bool
+    def __init__(self, frozen: _Optional[bool] = ...) -> None: ...
 
 class SendRequest(_message.Message):
-    __slots__ = ("request_id", "sender_user_id", "kind", "total_fen", "count", "greeting")
+    __slots__ = ("request_id", "sender_user_id", "kind", "total_fen", "count")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_USER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEN_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
-    GREETING_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     sender_user_id: str
     kind: EnvelopeKind
     total_fen: int
     count: int
-    greeting: str
-    def __init__(self, request_id: _Optional[str] = ..., sender_user_id: _Optional[str] = ..., kind: _Optional[_Union[EnvelopeKind, str]] = ..., total_fen: _Optional[int] = ..., count: _Optional[int] = ..., greeting: _Optional[str] = ...) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., sender_user_id: _Optional[str] = ..., kind: _Optional[_Union[EnvelopeKind, str]] = ..., total_fen: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
 
 class SendResponse(_message.Message):
     __slots__ = ("envelope_id", "sender_balance_fen", "expires_at_ms")
@@ -250,11 +246,10 @@ class ShowResponse(_message.Message):
     def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("envelope_id", "sender_user_id", "kind", "greeting", "total_fen", "count", "created_at_ms", "expires_at_ms", "state", "remaining_fen", "remaining_count", "refunded_fen", "grabs", "best_luck_ordinal")
+    __slots__ = ("envelope_id", "sender_user_id", "kind", "total_fen", "count", "created_at_ms", "expires_at_ms", "state", "remaining_fen", "remaining_count", "refunded_fen", "grabs", "best_luck_ordinal")
     ENVELOPE_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_USER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
-    GREETING_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FEN_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_MS_FIELD_NUMBER: _ClassVar[int]
@@ -268,7 +263,6 @@ class Envelope(_message.Message):
     envelope_id: str
     sender_user_id: str
     kind: EnvelopeKind
-    greeting: str
     total_fen: int
     count: int
     created_at_ms: int
@@ -279,7 +273,7 @@ class Envelope(_message.Message):
     refunded_fen: int
     grabs: _containers.RepeatedCompositeFieldContainer[EnvelopeGrab]
     best_luck_ordinal: int
-    def __init__(self, envelope_id: _Optional[str] = ..., sender_user_id: _Optional[str] = ..., kind: _Optional[_Union[EnvelopeKind, str]] = ..., greeting: _Optional[str] = ..., total_fen: _Optional[int] = ..., count: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., state: _Optional[_Union[EnvelopeState, str]] = ..., remaining_fen: _Optional[int] = ..., remaining_count: _Optional[int] = ..., refunded_fen: _Optional[int] = ..., grabs: _Optional[_Iterable[_Union[EnvelopeGrab, _Mapping]]] = ..., best_luck_ordinal: _Optional[int] = ...) -> None: ...
+    def __init__(self, envelope_id: _Optional[str] = ..., sender_user_id: _Optional[str] = ..., kind: _Optional[_Union[EnvelopeKind, str]] = ..., total_fen: _Optional[int] = ..., count: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., state: _Optional[_Union[EnvelopeState, str]] = ..., remaining_fen: _Optional[int] = ..., remaining_count: _Optional[int] = ..., refunded_fen: _Optional[int] = ..., grabs: _Optional[_Iterable[_Union[EnvelopeGrab, _Mapping]]] = ..., best_luck_ordinal: _Optional[int] = ...) -> None: ...
 
 class EnvelopeGrab(_message.Message):
     __slots__ = ("ordinal", "user_id", "amount_fen", "ts_ms")

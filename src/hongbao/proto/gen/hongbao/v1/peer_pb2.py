@@ -25,25 +25,29 @@ _sym_db = _symbol_database.Default()
 from hongbao.proto.gen.hongbao.v1 import raft_pb2 as hongbao_dot_v1_dot_raft__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hongbao/v1/peer.proto\x12\nhongbao.v1\x1a\x15hongbao/v1/raft.proto\"\xbc\x01\n\tRaftBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_node_id\x18\x02 \x01(\x04\x12\x12\n\nto_node_id\x18\x03 \x01(\x04\x12\x11\n\tbatch_seq\x18\x04 \x01(\x04\x12*\n\x08messages\x18\x05 \x03(\x0b\x32\x18.hongbao.v1.ShardMessage\x12\x32\n\x0fsnapshot_chunks\x18\x06 \x03(\x0b\x32\x19.hongbao.v1.SnapshotChunk\"F\n\x0cShardMessage\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12$\n\x07message\x18\x02 \x01(\x0b\x32\x13.hongbao.v1.Message\"\xcb\x01\n\rSnapshotChunk\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x16\n\x0esnapshot_index\x18\x02 \x01(\x04\x12\x15\n\rsnapshot_term\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x18\n\x10total_size_bytes\x18\x07 \x01(\x04\x12\r\n\x05\x63rc32\x18\x08 \x01(\r\x12$\n\x07message\x18\t \x01(\x0b\x32\x13.hongbao.v1.Message\"Q\n\x07RaftAck\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12\x33\n\rsnapshot_acks\x18\x02 \x03(\x0b\x32\x1c.hongbao.v1.SnapshotChunkAck\"\xaa\x01\n\x10SnapshotChunkAck\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x16\n\x0esnapshot_index\x18\x02 \x01(\x04\x12\x15\n\rsnapshot_term\x18\x03 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x04\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.hongbao.v1.SnapshotChunkStatus\x12\x0f\n\x07message\x18\x06 \x01(\t*\xa8\x01\n\x13SnapshotChunkStatus\x12%\n!SNAPSHOT_CHUNK_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1eSNAPSHOT_CHUNK_STATUS_ACCEPTED\x10\x01\x12\"\n\x1eSNAPSHOT_CHUNK_STATUS_COMPLETE\x10\x02\x12\"\n\x1eSNAPSHOT_CHUNK_STATUS_REJECTED\x10\x03\x32@\n\x04Peer\x12\x38\n\x06Stream\x12\x15.hongbao.v1.RaftBatch\x1a\x13.hongbao.v1.RaftAck(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15hongbao/v1/peer.proto\x12\nhongbao.v1\x1a\x15hongbao/v1/raft.proto\"}\n\x0e\x44\x65liverRequest\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_node_id\x18\x02 \x01(\x04\x12\x14\n\x0csource_shard\x18\x03 \x01(\r\x12\x19\n\x11\x64\x65stination_shard\x18\x04 \x01(\r\x12\x10\n\x08\x63ommands\x18\x05 \x03(\x0c\"&\n\x0f\x44\x65liverResponse\x12\x13\n\x0b\x61pplied_seq\x18\x01 \x01(\x04\"\xbc\x01\n\tRaftBatch\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_node_id\x18\x02 \x01(\x04\x12\x12\n\nto_node_id\x18\x03 \x01(\x04\x12\x11\n\tbatch_seq\x18\x04 \x01(\x04\x12*\n\x08messages\x18\x05 \x03(\x0b\x32\x18.hongbao.v1.ShardMessage\x12\x32\n\x0fsnapshot_chunks\x18\x06 \x03(\x0b\x32\x19.hongbao.v1.SnapshotChunk\"F\n\x0cShardMessage\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12$\n\x07message\x18\x02 \x01(\x0b\x32\x13.hongbao.v1.Message\"\xcb\x01\n\rSnapshotChunk\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x16\n\x0esnapshot_index\x18\x02 \x01(\x04\x12\x15\n\rsnapshot_term\x18\x03 \x01(\x04\x12\x0e\n\x06offset\x18\x04 \x01(\x04\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x0c\n\x04last\x18\x06 \x01(\x08\x12\x18\n\x10total_size_bytes\x18\x07 \x01(\x04\x12\r\n\x05\x63rc32\x18\x08 \x01(\r\x12$\n\x07message\x18\t \x01(\x0b\x32\x13.hongbao.v1.Message\"Q\n\x07RaftAck\x12\x11\n\tbatch_seq\x18\x01 \x01(\x04\x12\x33\n\rsnapshot_acks\x18\x02 \x03(\x0b\x32\x1c.hongbao.v1.SnapshotChunkAck\"\xaa\x01\n\x10SnapshotChunkAck\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x16\n\x0esnapshot_index\x18\x02 \x01(\x04\x12\x15\n\rsnapshot_term\x18\x03 \x01(\x04\x12\x13\n\x0bnext_offset\x18\x04 \x01(\x04\x12/\n\x06status\x18\x05 \x01(\x0e\x32\x1f.hongbao.v1.SnapshotChunkStatus\x12\x0f\n\x07message\x18\x06 \x01(\t*\xa8\x01\n\x13SnapshotChunkStatus\x12%\n!SNAPSHOT_CHUNK_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1eSNAPSHOT_CHUNK_STATUS_ACCEPTED\x10\x01\x12\"\n\x1eSNAPSHOT_CHUNK_STATUS_COMPLETE\x10\x02\x12\"\n\x1eSNAPSHOT_CHUNK_STATUS_REJECTED\x10\x03\x32\x84\x01\n\x04Peer\x12\x38\n\x06Stream\x12\x15.hongbao.v1.RaftBatch\x1a\x13.hongbao.v1.RaftAck(\x01\x30\x01\x12\x42\n\x07\x44\x65liver\x12\x1a.hongbao.v1.DeliverRequest\x1a\x1b.hongbao.v1.DeliverResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hongbao.v1.peer_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SNAPSHOTCHUNKSTATUS']._serialized_start=786
-  _globals['_SNAPSHOTCHUNKSTATUS']._serialized_end=954
-  _globals['_RAFTBATCH']._serialized_start=61
-  _globals['_RAFTBATCH']._serialized_end=249
-  _globals['_SHARDMESSAGE']._serialized_start=251
-  _globals['_SHARDMESSAGE']._serialized_end=321
-  _globals['_SNAPSHOTCHUNK']._serialized_start=324
-  _globals['_SNAPSHOTCHUNK']._serialized_end=527
-  _globals['_RAFTACK']._serialized_start=529
-  _globals['_RAFTACK']._serialized_end=610
-  _globals['_SNAPSHOTCHUNKACK']._serialized_start=613
-  _globals['_SNAPSHOTCHUNKACK']._serialized_end=783
-  _globals['_PEER']._serialized_start=956
-  _globals['_PEER']._serialized_end=1020
+  _globals['_SNAPSHOTCHUNKSTATUS']._serialized_start=953
+  _globals['_SNAPSHOTCHUNKSTATUS']._serialized_end=1121
+  _globals['_DELIVERREQUEST']._serialized_start=60
+  _globals['_DELIVERREQUEST']._serialized_end=185
+  _globals['_DELIVERRESPONSE']._serialized_start=187
+  _globals['_DELIVERRESPONSE']._serialized_end=225
+  _globals['_RAFTBATCH']._serialized_start=228
+  _globals['_RAFTBATCH']._serialized_end=416
+  _globals['_SHARDMESSAGE']._serialized_start=418
+  _globals['_SHARDMESSAGE']._serialized_end=488
+  _globals['_SNAPSHOTCHUNK']._serialized_start=491
+  _globals['_SNAPSHOTCHUNK']._serialized_end=694
+  _globals['_RAFTACK']._serialized_start=696
+  _globals['_RAFTACK']._serialized_end=777
+  _globals['_SNAPSHOTCHUNKACK']._serialized_start=780
+  _globals['_SNAPSHOTCHUNKACK']._serialized_end=950
+  _globals['_PEER']._serialized_start=1124
+  _globals['_PEER']._serialized_end=1256
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,26 @@ SNAPSHOT_CHUNK_STATUS_ACCEPTED: SnapshotChunkStatus
 SNAPSHOT_CHUNK_STATUS_COMPLETE: SnapshotChunkStatus
 SNAPSHOT_CHUNK_STATUS_REJECTED: SnapshotChunkStatus
 
+class DeliverRequest(_message.Message):
+    __slots__ = ("cluster_id", "from_node_id", "source_shard", "destination_shard", "commands")
+    CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]
+    FROM_NODE_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SHARD_FIELD_NUMBER: _ClassVar[int]
+    DESTINATION_SHARD_FIELD_NUMBER: _ClassVar[int]
+    COMMANDS_FIELD_NUMBER: _ClassVar[int]
+    cluster_id: str
+    from_node_id: int
+    source_shard: int
+    destination_shard: int
+    commands: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, cluster_id: _Optional[str] = ..., from_node_id: _Optional[int] = ..., source_shard: _Optional[int] = ..., destination_shard: _Optional[int] = ..., commands: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class DeliverResponse(_message.Message):
+    __slots__ = ("applied_seq",)
+    APPLIED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    applied_seq: int
+    def __init__(self, applied_seq: _Optional[int] = ...) -> None: ...
+
 class RaftBatch(_message.Message):
     __slots__ = ("cluster_id", "from_node_id", "to_node_id", "batch_seq", "messages", "snapshot_chunks")
     CLUSTER_ID_FIELD_NUMBER: _ClassVar[int]

@@ -40,6 +40,11 @@ class PeerStub:
                 request_serializer=hongbao_dot_v1_dot_peer__pb2.RaftBatch.SerializeToString,
                 response_deserializer=hongbao_dot_v1_dot_peer__pb2.RaftAck.FromString,
                 _registered_method=True)
+        self.Deliver = channel.unary_unary(
+                '/hongbao.v1.Peer/Deliver',
+                request_serializer=hongbao_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
+                response_deserializer=hongbao_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
+                _registered_method=True)
 
 
 class PeerServicer:
@@ -52,6 +57,17 @@ class PeerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Deliver(self, request, context):
+        """Cross-shard credits (DESIGN section 4): the courier of a source shard's leader hands
+        its outbox entries, in sequence order, to the destination shard's leader, which
+        applies sequence n only after n-1 and answers with how far it has applied. Delivery
+        is at least once, the effect exactly once. Refused with NOT_LEADER (and a hint) by a
+        node that does not lead the destination shard.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -59,6 +75,11 @@ def add_PeerServicer_to_server(servicer, server):
                     servicer.Stream,
                     request_deserializer=hongbao_dot_v1_dot_peer__pb2.RaftBatch.FromString,
                     response_serializer=hongbao_dot_v1_dot_peer__pb2.RaftAck.SerializeToString,
+            ),
+            'Deliver': grpc.unary_unary_rpc_method_handler(
+                    servicer.Deliver,
+                    request_deserializer=hongbao_dot_v1_dot_peer__pb2.DeliverRequest.FromString,
+                    response_serializer=hongbao_dot_v1_dot_peer__pb2.DeliverResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -89,6 +110,33 @@ class Peer:
             '/hongbao.v1.Peer/Stream',
             hongbao_dot_v1_dot_peer__pb2.RaftBatch.SerializeToString,
             hongbao_dot_v1_dot_peer__pb2.RaftAck.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Deliver(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hongbao.v1.Peer/Deliver',
+            hongbao_dot_v1_dot_peer__pb2.DeliverRequest.SerializeToString,
+            hongbao_dot_v1_dot_peer__pb2.DeliverResponse.FromString,
             options,
             channel_credentials,
             insecure,

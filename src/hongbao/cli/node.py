@@ -1,0 +1,65 @@
+"""``hongbao node``: run one node process of a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from hongbao.topology import TopologyError, load_topology
+
+
+@click.group()
+def node() -> None:
+    """Run and inspect node processes."""
+
+
+@node.command("run")
+@click.option("--config", "config_path", required=True, type=click.Path(dir_okay=False),
+              help="The cluster topology (TOML), e.g. configs/local.toml.")
+@click.option("--node", "node_id", required=True, type=int, help="This node's id.")
+@click.option("--data-dir", required=True, type=click.Path(file_okay=False),
+              help="Where this node keeps its LMDB environment.")
+@click.option("--no-fsync", is_flag=True,
+              help="Never fsync (tests and benchmarks only: an OS crash may lose data).")
+@click.option("--log-level", default="info",
+              type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
+              help="Write this file once the node serves (for scripts and tests).")
+def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level: str,
+        ready_file: str | None) -> None:
+    """Host every shard replica placed on NODE and serve its gRPC API until SIGTERM."""
+    from hongbao.node.server import NodeServer
+    from hongbao.node.storage import Durability
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format=f"%(asctime)s node-{node_id} %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        topology = load_topology(config_path)
+        topology.node(node_id)
+    except TopologyError as error:
+        raise click.ClickException(str(error)) from error
+    except KeyError as error:
+        raise click.ClickException(f"{config_path}: {error.args[0]}") from error
+    durability = Durability.NO_FSYNC if no_fsync else Durability.FSYNC
+
+    def announce() -> None:
+        if ready_file:
+            Path(ready_file).write_text(f"{topology.node(node_id).address}\n")
+
+    async def main() -> None:
+        server = NodeServer(
+            topology=topology, node_id=node_id, data_dir=Path(data_dir), durability=durability
+        )
+        await server.serve_until_signal(announce)
+
+    try:
+        asyncio.run(main())
+    except OSError as error:
+        click.echo(f"node {node_id}: {error}", err=True)
+        sys.exit(1)

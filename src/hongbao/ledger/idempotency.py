@@ -1,0 +1,60 @@
+"""Remember each client command's first result, so a retry changes nothing.
+
+Rules of this module: a client command is keyed by its ``request_id``. The first time it
+applies, its result is stored with a fingerprint of the command; a retry with the same
+fingerprint gets that stored result back and touches nothing; the same id with a different
+command is refused (REQUEST_ID_REUSED) and the stored result stays. The memory is bounded:
+at most ``Limits.idempotency_results_max`` ids per shard, the oldest *by apply order*
+evicted first (a second table maps apply ordinal -> request id). A retry that comes after
+its id was evicted is applied again: the window must be sized beyond the clients' retry
+horizon. Lookups never write, so a retry leaves the store byte-identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from hongbao._invariant import invariant
+from hongbao.ledger.books import Books
+from hongbao.ledger.codec import registered
+from hongbao.ledger.records import load, save, u64
+from hongbao.ledger.results import Result
+from hongbao.ledger.store import LedgerStore, Table
+
+EVICTIONS_PER_RECORD_MAX = 8
+"""Ids evicted per new id at most: after SetLimits shrinks the window, it drains over a few
+commands instead of one unbounded apply."""
+
+
+@registered("idempotency_record")
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    request_id: str
+    ordinal: int  # apply order among remembered ids
+    fingerprint: str
+    result: Result
+
+
+def lookup(store: LedgerStore, request_id: str) -> IdempotencyRecord | None:
+    return load(store, Table.IDEMPOTENCY, request_id.encode("ascii"), IdempotencyRecord)
+
+
+def remember(books: Books, *, request_id: str, fingerprint: str, result: Result) -> None:
+    """Store ``result`` as the answer to ``request_id`` and evict beyond the window."""
+    key = request_id.encode("ascii")
+    invariant(books.store.get(Table.IDEMPOTENCY, key) is None, f"{request_id} remembered twice")
+    state = books.state
+    ordinal = state.idempotency_ordinal_last + 1
+    record = IdempotencyRecord(request_id, ordinal, fingerprint, result)
+    save(books.store, Table.IDEMPOTENCY, key, record)
+    books.store.put(Table.IDEMPOTENCY_ORDER, u64(ordinal), key)
+    count = state.idempotency_count + 1
+    overflow = min(count - books.limits.idempotency_results_max, EVICTIONS_PER_RECORD_MAX)
+    if overflow > 0:
+        for order_key, old_key in books.store.scan(Table.IDEMPOTENCY_ORDER, limit=overflow):
+            invariant(old_key != key, "evicting the id just remembered")
+            books.store.delete(Table.IDEMPOTENCY_ORDER, order_key)
+            books.store.delete(Table.IDEMPOTENCY, old_key)
+            count -= 1
+    books.state = replace(state, idempotency_ordinal_last=ordinal, idempotency_count=count)
+    invariant(count >= 1, "the id just remembered must be counted")

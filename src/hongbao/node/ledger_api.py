@@ -1,0 +1,227 @@
+"""Translation between the ``hongbao.v1`` API and the ledger's commands, queries and results.
+
+Rules of this module: pure functions, no I/O. The ledger speaks its own refusal codes
+(:class:`hongbao.ledger.reasons.Reason`); :data:`REASON_TO_ERROR` is the one place where
+they become API reasons, and an import-time check keeps it exhaustive.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from hongbao._invariant import invariant
+from hongbao.ledger.commands import (
+    Command,
+    Deposit,
+    Freeze,
+    GrabEnvelope,
+    SendEnvelope,
+    Transfer,
+    Unfreeze,
+    Withdraw,
+)
+from hongbao.ledger.reasons import Reason
+from hongbao.ledger.records import EnvelopeKind, EnvelopeStatus, HistoryEntry, TxKind
+from hongbao.ledger.results import (
+    AccountView,
+    EnvelopeCreated,
+    EnvelopeView,
+    GrabReceipt,
+    HistoryView,
+    Rejected,
+    TransferReceipt,
+)
+from hongbao.node.errors import ErrorReason, HongbaoError, make_error
+from hongbao.proto.gen.hongbao.v1 import ledger_pb2
+
+T = TypeVar("T")
+R, E = Reason, ErrorReason
+REASON_TO_ERROR: dict[Reason, ErrorReason] = {
+    R.AMOUNT_NOT_POSITIVE: E.INVALID_AMOUNT,
+    R.AMOUNT_TOO_LARGE: E.AMOUNT_TOO_LARGE,
+    R.MALFORMED_USER_ID: E.MALFORMED_ID,
+    R.MALFORMED_REQUEST_ID: E.MALFORMED_ID,
+    R.MALFORMED_ENVELOPE_ID: E.MALFORMED_ID,
+    R.SAME_ACCOUNT: E.INVALID_REQUEST,
+    R.SHARE_COUNT_OUT_OF_RANGE: E.LIMIT_EXCEEDED,
+    R.ENVELOPE_TOTAL_TOO_SMALL: E.INVALID_AMOUNT,
+    R.ENVELOPE_TOTAL_TOO_LARGE: E.AMOUNT_TOO_LARGE,
+    R.FIXED_TOTAL_NOT_DIVISIBLE: E.INVALID_AMOUNT,
+    R.LIMIT_OUT_OF_RANGE: E.LIMIT_EXCEEDED,
+    R.INVALID_LIMITS: E.INVALID_REQUEST,
+    R.INVALID_SHARD: E.INVALID_REQUEST,
+    R.INVALID_SEQUENCE: E.INVALID_REQUEST,
+    R.WRONG_SHARD: E.INVALID_REQUEST,
+    R.BATCH_TOO_LARGE: E.LIMIT_EXCEEDED,
+    R.TIME_IN_FUTURE: E.INVALID_REQUEST,
+    R.REQUEST_ID_REUSED: E.REQUEST_ID_REUSED,
+    R.ACK_BEYOND_OUTBOX: E.INVALID_REQUEST,
+    R.INSUFFICIENT_FUNDS: E.INSUFFICIENT_FUNDS,
+    R.ACCOUNT_FROZEN: E.ACCOUNT_FROZEN,
+    R.DAILY_LIMIT_EXCEEDED: E.DAILY_LIMIT_EXCEEDED,
+    R.ENVELOPE_EXPIRED: E.ENVELOPE_EXPIRED,
+    R.ENVELOPE_EMPTY: E.ENVELOPE_EMPTY,
+    R.ALREADY_GRABBED: E.ALREADY_GRABBED,
+    R.SEQUENCE_GAP: E.INVALID_REQUEST,
+    R.ACCOUNT_NOT_FOUND: E.NOT_FOUND,
+    R.ENVELOPE_NOT_FOUND: E.NOT_FOUND,
+}
+invariant(set(REASON_TO_ERROR) == set(Reason), "every ledger Reason needs an API reason")
+
+_KINDS = {
+    ledger_pb2.ENVELOPE_KIND_LUCKY: EnvelopeKind.LUCKY,
+    ledger_pb2.ENVELOPE_KIND_FIXED: EnvelopeKind.FIXED,
+}
+_KINDS_OUT = {kind: number for number, kind in _KINDS.items()}
+_STATES = {
+    EnvelopeStatus.OPEN: ledger_pb2.ENVELOPE_STATE_OPEN,
+    EnvelopeStatus.EMPTY: ledger_pb2.ENVELOPE_STATE_EMPTY,
+    EnvelopeStatus.EXPIRED: ledger_pb2.ENVELOPE_STATE_EXPIRED,
+}
+
+
+def rejected_error(rejected: Rejected, shard_id: int | None = None) -> HongbaoError:
+    return make_error(
+        REASON_TO_ERROR[rejected.reason],
+        f"{rejected.reason.value}: {rejected.message}",
+        shard_id=shard_id,
+    )
+
+
+def invalid(message: str, reason: ErrorReason = ErrorReason.INVALID_REQUEST) -> HongbaoError:
+    return make_error(reason, message)
+
+
+# -- requests to commands -------------------------------------------------------------------
+
+
+def deposit_command(request: ledger_pb2.DepositRequest) -> Command:
+    return Deposit(request.request_id, request.user_id, request.amount_fen)
+
+
+def withdraw_command(request: ledger_pb2.WithdrawRequest) -> Command:
+    return Withdraw(request.request_id, request.user_id, request.amount_fen)
+
+
+def transfer_command(request: ledger_pb2.TransferRequest) -> Command:
+    return Transfer(
+        request.request_id, request.from_user_id, request.to_user_id, request.amount_fen
+    )
+
+
+def freeze_command(request: ledger_pb2.FreezeRequest) -> Command:
+    return Freeze(request.request_id, request.user_id)
+
+
+def unfreeze_command(request: ledger_pb2.UnfreezeRequest) -> Command:
+    return Unfreeze(request.request_id, request.user_id)
+
+
+def send_command(request: ledger_pb2.SendRequest) -> Command:
+    kind = _KINDS.get(request.kind)
+    if kind is None:
+        raise invalid("kind must be ENVELOPE_KIND_LUCKY or ENVELOPE_KIND_FIXED")
+    return SendEnvelope(
+        request.request_id, request.sender_user_id, kind, request.total_fen, request.count
+    )
+
+
+def grab_command(request: ledger_pb2.GrabRequest) -> Command:
+    return GrabEnvelope(request.request_id, request.envelope_id, request.user_id)
+
+
+# -- results to responses -------------------------------------------------------------------
+
+
+def expect(data: object, kind: type[T]) -> T:
+    invariant(isinstance(data, kind), f"expected {kind.__name__}, got {type(data).__name__}")
+    return data  # type: ignore[return-value]
+
+
+def balance_response(view: AccountView) -> ledger_pb2.BalanceResponse:
+    return ledger_pb2.BalanceResponse(
+        balance_fen=view.balance_fen,
+        frozen=view.frozen,
+        daily_outgoing_fen=view.outgoing_today_fen,
+    )
+
+
+def transfer_response(receipt: TransferReceipt) -> ledger_pb2.TransferResponse:
+    return ledger_pb2.TransferResponse(
+        from_balance_fen=receipt.from_balance_fen, cross_shard=receipt.outbox_seq is not None
+    )
+
+
+def send_response(created: EnvelopeCreated) -> ledger_pb2.SendResponse:
+    return ledger_pb2.SendResponse(
+        envelope_id=created.envelope_id,
+        sender_balance_fen=created.sender_balance_fen,
+        expires_at_ms=created.expires_at_ms,
+    )
+
+
+def grab_response(receipt: GrabReceipt) -> ledger_pb2.GrabResponse:
+    return ledger_pb2.GrabResponse(
+        amount_fen=receipt.amount_fen,
+        ordinal=receipt.ordinal,
+        remaining_count=receipt.remaining_count,
+        cross_shard=receipt.outbox_seq is not None,
+    )
+
+
+def history_response(view: HistoryView) -> ledger_pb2.HistoryResponse:
+    return ledger_pb2.HistoryResponse(postings=[_posting(entry) for entry in view.entries])
+
+
+def _posting(entry: HistoryEntry) -> ledger_pb2.Posting:
+    return ledger_pb2.Posting(
+        seq=entry.seq,
+        ts_ms=entry.at_ms,
+        kind=_posting_kind(entry),
+        amount_fen=entry.delta_fen,
+        balance_fen=entry.balance_fen,
+        counterparty=entry.counterparty,
+        ref=entry.ref,
+    )
+
+
+def _posting_kind(entry: HistoryEntry) -> ledger_pb2.PostingKind:
+    kinds = {
+        TxKind.DEPOSIT: ledger_pb2.POSTING_KIND_DEPOSIT,
+        TxKind.WITHDRAW: ledger_pb2.POSTING_KIND_WITHDRAW,
+        TxKind.ENVELOPE_SEND: ledger_pb2.POSTING_KIND_ENVELOPE_SEND,
+        TxKind.ENVELOPE_GRAB: ledger_pb2.POSTING_KIND_ENVELOPE_GRAB,
+        TxKind.ENVELOPE_REFUND: ledger_pb2.POSTING_KIND_ENVELOPE_REFUND,
+        TxKind.SETTLEMENT: ledger_pb2.POSTING_KIND_SETTLEMENT,
+    }
+    if entry.kind is TxKind.TRANSFER:
+        if entry.delta_fen < 0:
+            return ledger_pb2.POSTING_KIND_TRANSFER_OUT
+        return ledger_pb2.POSTING_KIND_TRANSFER_IN
+    return kinds.get(entry.kind, ledger_pb2.POSTING_KIND_UNSPECIFIED)
+
+
+def envelope_response(view: EnvelopeView) -> ledger_pb2.ShowResponse:
+    best = view.best_luck_ordinal or 0
+    return ledger_pb2.ShowResponse(
+        envelope=ledger_pb2.Envelope(
+            envelope_id=view.envelope_id,
+            sender_user_id=view.sender_user_id,
+            kind=_KINDS_OUT[view.kind],
+            total_fen=view.total_fen,
+            count=view.share_count,
+            created_at_ms=view.created_at_ms,
+            expires_at_ms=view.expires_at_ms,
+            state=_STATES[view.status],
+            remaining_fen=view.remaining_fen,
+            remaining_count=view.remaining_count,
+            refunded_fen=view.refunded_fen,
+            grabs=[
+                ledger_pb2.EnvelopeGrab(
+                    ordinal=g.ordinal, user_id=g.user_id, amount_fen=g.amount_fen, ts_ms=g.at_ms
+                )
+                for g in view.grabs
+            ],
+            best_luck_ordinal=best,
+        )
+    )
