@@ -1,0 +1,235 @@
+"""A cluster of real node processes on this machine, for the demo, tests and benchmarks.
+
+Rules of this module: it starts and stops ``hongbao node run`` processes and nothing
+else; every process it starts it also ends (``close`` kills whatever is left, and the
+class is a context manager so that a failing test cannot leak a node). Nodes listen on
+127.0.0.1 only. Waiting is always on a condition with a deadline, never a bare sleep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from hongbao.topology import Topology, load_topology
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+POLL_S = 0.02
+
+
+class ClusterError(RuntimeError):
+    """A node did not start or stop as asked; the message includes its log's tail."""
+
+
+def free_ports(count: int) -> list[int]:
+    """Ports that were free a moment ago on 127.0.0.1 (held together, so all distinct)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def write_topology(
+    path: Path,
+    *,
+    template: Path,
+    ports: Iterable[int] | None = None,
+    overrides: dict[str, object] | None = None,
+) -> Path:
+    """Copy ``template`` to ``path`` with fresh 127.0.0.1 ports and top-level overrides."""
+    data = tomllib.loads(template.read_text())
+    nodes = data["nodes"]
+    chosen = list(ports) if ports is not None else free_ports(len(nodes))
+    for node, port in zip(nodes, chosen, strict=True):
+        node["host"] = "127.0.0.1"
+        node["port"] = port
+    data.update(overrides or {})
+    path.write_text(_to_toml(data))
+    return path
+
+
+def _to_toml(data: dict[str, object]) -> str:
+    """Enough TOML for topology files: scalars, tables of scalars, arrays of tables."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, object]]] = []
+    arrays: list[tuple[str, list[dict[str, object]]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif isinstance(value, list) and value and isinstance(value[0], dict):
+            arrays.append((key, value))
+        else:
+            lines.append(f"{key} = {_scalar(value)}")
+    for key, table in tables:
+        lines += ["", f"[{key}]"] + [f"{k} = {_scalar(v)}" for k, v in table.items()]
+    for key, items in arrays:
+        for item in items:
+            lines += ["", f"[[{key}]]"] + [f"{k} = {_scalar(v)}" for k, v in item.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar(v) for v in value) + "]"
+    raise TypeError(f"cannot write {type(value).__name__} to TOML")
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        config_path: Path,
+        data_dir: Path,
+        *,
+        no_fsync: bool = False,
+        node_args: Iterable[str] = (),
+    ) -> None:
+        self.config_path = Path(config_path)
+        self.topology: Topology = load_topology(self.config_path)
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.no_fsync = no_fsync
+        self.node_args = list(node_args)
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def node_ids(self) -> list[int]:
+        return [int(n.node_id) for n in self.topology.nodes]
+
+    def log_path(self, node_id: int) -> Path:
+        return self.data_dir / f"node-{node_id}.log"
+
+    def _ready_path(self, node_id: int) -> Path:
+        return self.data_dir / f"node-{node_id}.ready"
+
+    def start(self, node_ids: Iterable[int] | None = None) -> None:
+        ids = list(node_ids) if node_ids is not None else self.node_ids
+        for node_id in ids:
+            self._spawn(node_id)
+        for node_id in ids:
+            self._wait_ready(node_id)
+
+    def _spawn(self, node_id: int) -> None:
+        if node_id in self.processes and self.processes[node_id].poll() is None:
+            raise ClusterError(f"node {node_id} is already running")
+        ready = self._ready_path(node_id)
+        ready.unlink(missing_ok=True)
+        command = [
+            sys.executable, "-m", "hongbao.cli", "node", "run",
+            "--config", str(self.config_path),
+            "--node", str(node_id),
+            "--data-dir", str(self.data_dir),
+            "--ready-file", str(ready),
+            *(["--no-fsync"] if self.no_fsync else []),
+            *self.node_args,
+        ]  # fmt: skip
+        log = self.log_path(node_id).open("ab")
+        try:
+            self.processes[node_id] = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+        finally:
+            log.close()
+
+    def _wait_ready(self, node_id: int) -> None:
+        ready = self._ready_path(node_id)
+        process = self.processes[node_id]
+        wait_until(
+            lambda: ready.exists() or process.poll() is not None,
+            READY_TIMEOUT_S,
+            f"node {node_id} to start",
+        )
+        if process.poll() is not None:
+            raise ClusterError(
+                f"node {node_id} exited ({process.returncode}):\n{self.tail(node_id)}"
+            )
+
+    def tail(self, node_id: int, lines: int = 30) -> str:
+        path = self.log_path(node_id)
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def is_running(self, node_id: int) -> bool:
+        process = self.processes.get(node_id)
+        return process is not None and process.poll() is None
+
+    def signal(self, node_id: int, sig: int) -> None:
+        process = self.processes[node_id]
+        if process.poll() is None:
+            process.send_signal(sig)
+
+    def kill(self, node_id: int) -> None:
+        """kill -9: the node gets no chance to clean up."""
+        self.signal(node_id, signal.SIGKILL)
+        self.processes[node_id].wait(STOP_TIMEOUT_S)
+
+    def pause(self, node_id: int) -> None:
+        self.signal(node_id, signal.SIGSTOP)
+
+    def resume(self, node_id: int) -> None:
+        self.signal(node_id, signal.SIGCONT)
+
+    def stop(self, node_id: int) -> int:
+        """SIGTERM, and wait for a clean exit; returns the exit code."""
+        process = self.processes[node_id]
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused node cannot handle SIGTERM
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(STOP_TIMEOUT_S)
+                tail = self.tail(node_id)
+                raise ClusterError(f"node {node_id} ignored SIGTERM:\n{tail}") from None
+        return process.returncode
+
+    def stop_all(self) -> None:
+        for node_id in list(self.processes):
+            self.stop(node_id)
+
+    def close(self) -> None:
+        """Kill whatever is still running (used on every exit path)."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.kill()
+        for process in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(STOP_TIMEOUT_S)
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    """Poll ``condition`` until it holds; raise a TimeoutError naming ``what`` otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(POLL_S)
