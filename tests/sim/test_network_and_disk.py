@@ -13,7 +13,6 @@ from hongbao.sim.disk import CreateSnapshot, SimDisk, WriteEntries, WriteHardSta
 from hongbao.sim.network import DropReason, LinkFault, Network
 from hongbao.sim.state_machine import MachineImage, StateMachine
 from hongbao.sim.stats import RunStats
-from hongbao.sim.trace import Trace
 
 N1, N2, N3 = NodeId(1), NodeId(2), NodeId(3)
 QUIET = NetworkRates(
@@ -28,10 +27,7 @@ QUIET = NetworkRates(
 def make_network(rates: NetworkRates = QUIET, *, seed: int = 1) -> tuple[Network, RunStats]:
     stats = RunStats()
     regions = {N1: 0, N2: 1, N3: 0}
-    network = Network(
-        rng=random.Random(seed), region_of=regions, rates=rates, stats=stats,
-        trace=Trace(enabled=False),
-    )
+    network = Network(rng=random.Random(seed), region_of=regions, rates=rates, stats=stats)
     return network, stats
 
 

@@ -304,7 +304,9 @@ class RaftCore:
             committed_entries=tuple(self._log.next_committed_entries()),
             messages=tuple(self._messages),
             read_states=tuple(self._read_states),
+            # Pitfall 2: whatever this Ready acknowledges (entries, a snapshot) is synced first.
             must_sync=bool(entries)
+            or snapshot is not None
             or hard_state.term != self._prev_hard_state.term
             or hard_state.vote != self._prev_hard_state.vote,
             lost_leadership=lost,

@@ -68,9 +68,7 @@ class Cluster:
             )
             for node in ids
         }
-        self.network = Network(
-            rng=rng, region_of=self.region_of, rates=config.network, stats=stats, trace=trace
-        )
+        self.network = Network(rng=rng, region_of=self.region_of, rates=config.network, stats=stats)
         self.listeners: list[OutcomeListener] = []
         self.crash_listeners: list[Callable[[NodeId], None]] = []
         self._last_role: dict[NodeId, tuple[Role, int, NodeId]] = {}

@@ -18,10 +18,9 @@ from dataclasses import dataclass, replace
 from enum import Enum
 
 from hongbao._invariant import invariant
-from hongbao.raft.types import Message, MessageType, NodeId
+from hongbao.raft.types import Message, NodeId
 from hongbao.sim.config import NETWORK_IN_FLIGHT_MESSAGES_MAX, NetworkRates
 from hongbao.sim.stats import RunStats
-from hongbao.sim.trace import Trace
 
 Link = tuple[NodeId, NodeId]  # (source, destination): links are directed
 
@@ -69,13 +68,11 @@ class Network:
         region_of: dict[NodeId, int],
         rates: NetworkRates,
         stats: RunStats,
-        trace: Trace,
     ) -> None:
         self._rng = rng
         self._region_of = dict(region_of)
         self._rates = rates
         self._stats = stats
-        self._trace = trace
         self._heap: list[tuple[int, int, InFlight]] = []
         self._seq = 0
         self._link_sent: dict[Link, int] = {}
@@ -153,10 +150,6 @@ class Network:
     @property
     def in_flight_count(self) -> int:
         return len(self._heap)
-
-    def in_flight_types(self) -> list[MessageType]:
-        """Types of the messages in flight, in delivery order (for tests and traces)."""
-        return [flight.message.type for _, _, flight in sorted(self._heap)]
 
     # -- faults ---------------------------------------------------------------------------
 

@@ -128,6 +128,8 @@ class SimNode:
             self.disk.write(WriteMachine(self.machine.image))
         self._pending_reads.extend(ready.read_states)
         served = self._serve_reads()
+        # Beyond the bound the oldest clients time out (their reads are simply never served).
+        del self._pending_reads[: max(0, len(self._pending_reads) - PENDING_READS_PER_NODE_MAX)]
         core.advance(ready)
         return ReadyOutcome(
             messages=ready.messages,
@@ -166,12 +168,6 @@ class SimNode:
             return ()
         self._pending_reads = [r for r in self._pending_reads if r.index > applied]
         return tuple(ServedRead(r.context, self.machine.image) for r in ready_now)
-
-    def drop_pending_reads_over(self, count_max: int = PENDING_READS_PER_NODE_MAX) -> int:
-        """Forget the oldest pending reads beyond ``count_max`` (their clients time out)."""
-        excess = max(0, len(self._pending_reads) - count_max)
-        del self._pending_reads[:excess]
-        return excess
 
     # -- runtime snapshots -----------------------------------------------------------------
 

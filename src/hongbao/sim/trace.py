@@ -21,11 +21,13 @@ Events by subject:
   ``persist`` (entries first..last, synced or not), ``apply`` (first..last, digest),
   ``restore`` (snapshot installed), ``snapshot`` (runtime snapshot + compaction),
   ``crash`` (unsynced writes lost), ``restart`` (what survived), ``conf`` (membership).
-- ``net``: ``send`` / ``deliver`` / ``drop`` (type, from->to, term, index, reason) and
-  ``dup``; only when message tracing is on (``--trace`` turns it on).
+- ``net``: ``send`` / ``deliver`` / ``drop`` (type, from->to, term, index, entries,
+  commit, reject, send sequence number, drop reason); only when message tracing is on
+  (``hongbao sim --seed S --trace`` turns it on). A duplicated message is delivered twice.
 - ``fault``: ``partition``, ``oneway``, ``region``, ``isolate``, ``degrade``, ``heal``.
-- ``client``: ``propose`` / ``dropped`` / ``ack`` (index, term), ``read`` / ``served``,
-  ``transfer``, ``confchange``.
+- ``client``: ``propose`` / ``dropped`` (refused) / ``ack`` (told committed) / ``lost``
+  (overwritten: the client's answer is "maybe"), ``read`` / ``served`` (applied index and
+  the floor it had to reach), ``transfer``, ``confchange``.
 """
 
 from __future__ import annotations
@@ -36,10 +38,10 @@ from hongbao.sim.config import TRACE_LINES_KEPT_MAX
 
 
 class Trace:
-    """Collects lines (if ``keep_lines``) and always a digest of every line emitted.
+    """When enabled, keeps each line (up to a bound) and folds every line into a digest.
 
-    ``enabled`` is read by callers before they format anything, so a run without a trace
-    pays almost nothing for it.
+    When disabled it records nothing; callers check ``enabled`` (or ``messages``) before
+    they format anything, so a run without a trace pays almost nothing for it.
     """
 
     def __init__(self, *, enabled: bool, messages: bool = False) -> None:
