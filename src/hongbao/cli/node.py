@@ -29,9 +29,17 @@ def node() -> None:
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write this file once the node serves (for scripts and tests).")
+@click.option("--snapshot-interval-entries", type=click.IntRange(min=1), default=None,
+              help="Snapshot a shard every this many applied entries "
+                   "(default: the runtime's, 20000).")
+@click.option("--trailing-entries", type=click.IntRange(min=0), default=None,
+              help="Log entries kept behind a snapshot for followers that lag "
+                   "(default: the runtime's, 5000).")
 def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level: str,
-        ready_file: str | None) -> None:
+        ready_file: str | None, snapshot_interval_entries: int | None,
+        trailing_entries: int | None) -> None:
     """Host every shard replica placed on NODE and serve its gRPC API until SIGTERM."""
+    from hongbao.node.runtime import RuntimeLimits
     from hongbao.node.server import NodeServer
     from hongbao.node.storage import Durability
 
@@ -47,6 +55,12 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
     except KeyError as error:
         raise click.ClickException(f"{config_path}: {error.args[0]}") from error
     durability = Durability.NO_FSYNC if no_fsync else Durability.FSYNC
+    snapshot_limits: dict[str, int] = {}
+    if snapshot_interval_entries is not None:
+        snapshot_limits["snapshot_interval_entries"] = snapshot_interval_entries
+    if trailing_entries is not None:
+        snapshot_limits["trailing_entries"] = trailing_entries
+    runtime_limits = RuntimeLimits(**snapshot_limits)
 
     def announce() -> None:
         if ready_file:
@@ -54,7 +68,11 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
 
     async def main() -> None:
         server = NodeServer(
-            topology=topology, node_id=node_id, data_dir=Path(data_dir), durability=durability
+            topology=topology,
+            node_id=node_id,
+            data_dir=Path(data_dir),
+            durability=durability,
+            runtime_limits=runtime_limits,
         )
         await server.serve_until_signal(announce)
 

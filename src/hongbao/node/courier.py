@@ -95,12 +95,17 @@ class Courier:
             if not entries:
                 return
             commands = [outbox.deliver_command(entry) for entry in entries]
-            applied_seq = await self._hand_over(source, destination, commands)
+            applied_seq = await asyncio.wait_for(
+                self._hand_over(source, destination, commands),
+                2 * self.limits.deliver_timeout_ms / 1000,
+            )
             if applied_seq >= entries[0].seq:
                 ack = Acknowledge(destination_shard=destination, up_to_seq=applied_seq)
-                await self.runtime.submit(source, ack)
+                timeout_s = self.limits.deliver_timeout_ms / 1000
+                await asyncio.wait_for(self.runtime.submit(source, ack), timeout_s)
                 self.delivered_entries += sum(1 for e in entries if e.seq <= applied_seq)
-        except HongbaoError as error:
+        except (HongbaoError, TimeoutError) as error:
+            # Nothing is lost: the outbox keeps the entries until they are acknowledged.
             log.debug("courier %d->%d: %s", source, destination, error)
         except Exception:
             log.exception("courier %d->%d failed", source, destination)

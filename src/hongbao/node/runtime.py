@@ -257,7 +257,7 @@ class NodeRuntime:
         try:
             index, term = replica.core.propose(data)
         except ProposalDropped as dropped:
-            error = self.not_leader(replica.shard_id, str(dropped))
+            error = self.not_leader(replica.shard_id, str(dropped), int(dropped.leader_hint))
             for item in taken:
                 if not item.future.done():
                     item.future.set_exception(error)
@@ -307,6 +307,8 @@ class NodeRuntime:
     # -- persist, send, apply ------------------------------------------------------------
 
     def _persist(self, readies: list[tuple[ShardReplica, Ready]]) -> None:
+        if not any(r.snapshot or r.entries or r.hard_state for _, r in readies):
+            return  # heartbeats and their answers change nothing durable: no transaction
         must_sync = any(ready.must_sync for _, ready in readies)
         with self.env.write_batch(sync=must_sync) as batch:
             for replica, ready in readies:
@@ -331,6 +333,12 @@ class NodeRuntime:
         )
         replica.snapshot_index = snapshot.meta.index
         replica.fail_inflight_up_to(snapshot.meta.index)
+        log.info(
+            "shard %d: installed a snapshot at index %d, term %d",
+            replica.shard_id,
+            snapshot.meta.index,
+            snapshot.meta.term,
+        )
 
     def _send_messages(self, replica: ShardReplica, ready: Ready) -> None:
         for message in ready.messages:
@@ -407,9 +415,10 @@ class NodeRuntime:
             )
         return replica
 
-    def not_leader(self, shard_id: int, why: str = "") -> HongbaoError:
+    def not_leader(self, shard_id: int, why: str = "", leader_hint: int = 0) -> HongbaoError:
+        """NOT_LEADER, naming the leader to try (a transfer's target while one runs)."""
         replica = self.replicas.get(shard_id)
-        leader = int(replica.core.leader_id) if replica is not None else 0
+        leader = leader_hint or (int(replica.core.leader_id) if replica is not None else 0)
         message = why or f"node {self.node_id} does not lead shard {shard_id}"
         return make_error(
             ErrorReason.NOT_LEADER,

@@ -25,6 +25,8 @@ from hongbao.raft.types import Message, MessageType
 
 log = logging.getLogger(__name__)
 
+ACK_EVERY_BATCHES = 64
+
 
 @dataclass(frozen=True, slots=True)
 class TransportLimits:
@@ -232,7 +234,10 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 acks.append(ack)
                 if complete is not None:
                     self.events.deliver(*complete)
-            yield peer_pb2.RaftAck(batch_seq=batch.batch_seq, snapshot_acks=acks)
+            # Acks cost a stream write each: send them for snapshot chunks (the sender
+            # waits on those) and otherwise only now and then, as a sign of life.
+            if acks or batch.batch_seq % ACK_EVERY_BATCHES == 1:
+                yield peer_pb2.RaftAck(batch_seq=batch.batch_seq, snapshot_acks=acks)
 
     def _refusal(self, batch: peer_pb2.RaftBatch) -> str:
         if batch.cluster_id != self.cluster_id:

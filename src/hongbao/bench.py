@@ -1,0 +1,377 @@
+"""Benchmarks of a running cluster: batched throughput, and the latency of one transfer.
+
+Rules of this module:
+
+- Two figures, measured separately in each run. *Throughput*: operations committed per
+  second, pushed through ``Batch.Execute`` in batches of ``batch`` operations by
+  ``concurrency`` concurrent callers for ``duration_s``. *Latency*: single, unbatched
+  transfers sent one at a time, next to a baseline measured the same way in the same run
+  (a stale Balance read: one round trip through client, gRPC and node, no Raft), so that
+  the ratio of the two means something on any machine.
+- Only successes are counted. Every failure is counted by its reason and reported; a
+  benchmark that hides errors measures nothing.
+- Bounded in time and in count: the throughput phase stops issuing calls at its deadline
+  and at ``ops_max``; the latency phase takes at most ``latency_samples`` samples and at
+  most ``latency_budget_s`` seconds. Every call has the client's deadline.
+- Figures over several runs are medians.
+- Money stays valid: users are funded first, transfers move 1 fen, each envelope is
+  grabbed once by each of ``count`` distinct users, so no request is refused by design.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import statistics
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from hongbao.client import HongbaoClient
+from hongbao.cluster_ops import wait_for_quiet
+from hongbao.node.errors import HongbaoError, error_from_proto
+from hongbao.proto.gen.hongbao.v1 import ledger_pb2
+
+MIXES = ("deposit", "transfer", "envelope", "mixed")
+FUND_FEN = 1_000_000  # 10,000 yuan per bench user: far more than a run can spend
+ENVELOPE_SHARES = 10
+ENVELOPE_TOTAL_FEN = 100
+QUIET_TIMEOUT_S = 15.0
+PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
+
+
+@dataclass(frozen=True, slots=True)
+class BenchOptions:
+    duration_s: float = 10.0
+    concurrency: int = 64
+    batch: int = 100
+    mix: str = "mixed"
+    runs: int = 3
+    users: int = 1000
+    latency_samples: int = 200
+    latency_budget_s: float = 10.0
+    ops_max: int = 10_000_000
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mix not in MIXES:
+            raise ValueError(f"mix must be one of {', '.join(MIXES)}")
+        if self.duration_s <= 0 or self.concurrency < 1 or self.batch < 1 or self.runs < 1:
+            raise ValueError("duration, concurrency, batch and runs must be positive")
+        if self.users < ENVELOPE_SHARES + 2:
+            raise ValueError(f"at least {ENVELOPE_SHARES + 2} users")
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    count: int
+
+    @staticmethod
+    def of(samples_ms: Sequence[float]) -> Percentiles:
+        if not samples_ms:
+            return Percentiles(math.nan, math.nan, math.nan, math.nan, 0)
+        ordered = sorted(samples_ms)
+
+        def rank(q: float) -> float:  # nearest-rank percentile
+            return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+        return Percentiles(
+            *(round(rank(q), 3) for _, q in PERCENTILES), round(ordered[-1], 3), len(ordered)
+        )
+
+
+@dataclass(slots=True)
+class RunResult:
+    run: int
+    ops_ok: int = 0
+    ops_failed: int = 0
+    calls: int = 0
+    throughput_s: float = 0.0
+    ops_per_s: float = 0.0
+    errors_by_reason: dict[str, int] = field(default_factory=dict)
+    transfer_ms: Percentiles | None = None
+    transfer_same_shard_ms: Percentiles | None = None
+    transfer_cross_shard_ms: Percentiles | None = None
+    baseline_ms: Percentiles | None = None
+    quiet_before_latency: bool = True
+
+
+@dataclass(slots=True)
+class BenchReport:
+    options: BenchOptions
+    target: str
+    runs: list[RunResult]
+
+    @property
+    def errors_by_reason(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for run in self.runs:
+            total.update(run.errors_by_reason)
+        return dict(sorted(total.items()))
+
+    def median_ops_per_s(self) -> float:
+        return round(statistics.median(r.ops_per_s for r in self.runs), 1)
+
+    def median_latency(self, pick: Callable[[RunResult], Percentiles | None]) -> Percentiles:
+        chosen = [p for p in (pick(r) for r in self.runs) if p is not None and p.count]
+        if not chosen:
+            return Percentiles.of(())
+        return Percentiles(
+            p50=round(statistics.median(p.p50 for p in chosen), 3),
+            p90=round(statistics.median(p.p90 for p in chosen), 3),
+            p99=round(statistics.median(p.p99 for p in chosen), 3),
+            max=round(statistics.median(p.max for p in chosen), 3),
+            count=sum(p.count for p in chosen),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        transfer = self.median_latency(lambda r: r.transfer_ms)
+        baseline = self.median_latency(lambda r: r.baseline_ms)
+        ratio = transfer.p50 / baseline.p50 if baseline.p50 and baseline.p50 > 0 else None
+        return {
+            "target": self.target,
+            "options": asdict(self.options),
+            "ops_per_s": self.median_ops_per_s(),
+            "ops_ok": sum(r.ops_ok for r in self.runs),
+            "ops_failed": sum(r.ops_failed for r in self.runs),
+            "errors_by_reason": self.errors_by_reason,
+            "latency_ms": {
+                "transfer": asdict(transfer),
+                "transfer_same_shard": asdict(
+                    self.median_latency(lambda r: r.transfer_same_shard_ms)
+                ),
+                "transfer_cross_shard": asdict(
+                    self.median_latency(lambda r: r.transfer_cross_shard_ms)
+                ),
+                "baseline_balance_stale": asdict(baseline),
+            },
+            "transfer_p50_over_baseline_p50": None if ratio is None else round(ratio, 2),
+            "runs": [_run_json(r) for r in self.runs],
+        }
+
+
+def _run_json(run: RunResult) -> dict[str, object]:
+    data = asdict(run)
+    data["ops_per_s"] = round(run.ops_per_s, 1)
+    data["throughput_s"] = round(run.throughput_s, 3)
+    return data
+
+
+# -- workloads -------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Envelope:
+    envelope_id: str
+    shard_id: int
+    grabbers: list[str]
+
+
+class Workload:
+    """Builds batches of valid operations of one mix and learns from their results."""
+
+    def __init__(
+        self, client: HongbaoClient, users: Sequence[str], mix: str, tag: str, rng: random.Random
+    ) -> None:
+        self.client = client
+        self.users = list(users)
+        self.mix = mix
+        self.tag = tag
+        self.rng = rng
+        self.counter = 0
+        self.open_envelopes: list[_Envelope] = []
+        self._shards = {u: client.user_shard(u) for u in self.users}
+
+    def _request_id(self) -> str:
+        self.counter += 1
+        return f"{self.tag}-{self.counter}"
+
+    def _pick_kind(self) -> str:
+        if self.mix == "mixed":
+            roll = self.rng.random()
+            kind = (
+                "deposit" if roll < 0.2 else "transfer" if roll < 0.7 else
+                "send" if roll < 0.8 else "grab"
+            )  # fmt: skip
+        elif self.mix == "envelope":
+            kind = "grab" if self.rng.random() < 0.9 else "send"
+        else:
+            kind = self.mix
+        if kind == "grab" and not self.open_envelopes:
+            kind = "send" if self.mix == "envelope" else "transfer"
+        return kind
+
+    def next_batch(self, size: int) -> tuple[list[tuple[int, ledger_pb2.Operation]], list[str]]:
+        operations: list[tuple[int, ledger_pb2.Operation]] = []
+        kinds: list[str] = []
+        for _ in range(size):
+            kind = self._pick_kind()
+            operations.append(self._operation(kind))
+            kinds.append(kind)
+        return operations, kinds
+
+    def _operation(self, kind: str) -> tuple[int, ledger_pb2.Operation]:
+        rid = self._request_id()
+        if kind == "deposit":
+            user = self.rng.choice(self.users)
+            request = ledger_pb2.DepositRequest(request_id=rid, user_id=user, amount_fen=100)
+            return self._shards[user], ledger_pb2.Operation(deposit=request)
+        if kind == "transfer":
+            source, target = self.rng.sample(self.users, 2)
+            transfer = ledger_pb2.TransferRequest(
+                request_id=rid, from_user_id=source, to_user_id=target, amount_fen=1
+            )
+            return self._shards[source], ledger_pb2.Operation(transfer=transfer)
+        if kind == "send":
+            sender = self.rng.choice(self.users)
+            send = ledger_pb2.SendRequest(
+                request_id=rid,
+                sender_user_id=sender,
+                kind=ledger_pb2.ENVELOPE_KIND_LUCKY,
+                total_fen=ENVELOPE_TOTAL_FEN,
+                count=ENVELOPE_SHARES,
+            )
+            return self._shards[sender], ledger_pb2.Operation(send=send)
+        envelope = self.open_envelopes[-1]
+        grabber = envelope.grabbers.pop()
+        if not envelope.grabbers:
+            self.open_envelopes.pop()
+        grab = ledger_pb2.GrabRequest(
+            request_id=rid, envelope_id=envelope.envelope_id, user_id=grabber
+        )
+        return envelope.shard_id, ledger_pb2.Operation(grab=grab)
+
+    def learn(self, result: ledger_pb2.OperationResult) -> None:
+        if result.WhichOneof("result") != "send":
+            return
+        envelope_id = result.send.envelope_id
+        shard_id = self.client.envelope_shard(envelope_id)
+        grabbers = self.rng.sample(self.users, ENVELOPE_SHARES)
+        self.open_envelopes.append(_Envelope(envelope_id, shard_id, grabbers))
+
+
+# -- the phases ------------------------------------------------------------------------
+
+
+async def fund_users(client: HongbaoClient, users: Sequence[str], tag: str, batch: int) -> None:
+    """Give every bench user FUND_FEN; raise if any deposit fails (nothing to measure then)."""
+    operations = [
+        (
+            client.user_shard(user),
+            ledger_pb2.Operation(
+                deposit=ledger_pb2.DepositRequest(
+                    request_id=f"{tag}-fund-{i}", user_id=user, amount_fen=FUND_FEN
+                )
+            ),
+        )
+        for i, user in enumerate(users)
+    ]
+    step = max(1, min(batch, 500))
+    chunks = [operations[i : i + step] for i in range(0, len(operations), step)]
+    for results in await asyncio.gather(*(client.execute(chunk) for chunk in chunks)):
+        for result in results:
+            if result.WhichOneof("result") == "error":
+                raise error_from_proto(result.error)
+
+
+async def throughput_phase(
+    client: HongbaoClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
+) -> None:
+    rng = random.Random(options.seed if options.seed is None else options.seed + run.run)
+    errors: Counter[str] = Counter(run.errors_by_reason)
+    started = time.monotonic()
+    deadline = started + options.duration_s
+    issued = 0
+
+    async def worker(index: int) -> None:
+        nonlocal issued
+        workload = Workload(
+            client, users, options.mix, f"{tag}-r{run.run}-w{index}", random.Random(rng.random())
+        )
+        while time.monotonic() < deadline and issued < options.ops_max:
+            operations, _ = workload.next_batch(options.batch)
+            issued += len(operations)
+            try:
+                results = await client.execute(operations)
+            except HongbaoError as error:
+                errors[error.reason.value] += len(operations)
+                run.ops_failed += len(operations)
+                continue
+            run.calls += 1
+            for result in results:
+                if result.WhichOneof("result") == "error":
+                    errors[error_from_proto(result.error).reason.value] += 1
+                    run.ops_failed += 1
+                else:
+                    run.ops_ok += 1
+                    workload.learn(result)
+
+    await asyncio.gather(*(worker(i) for i in range(options.concurrency)))
+    run.throughput_s = time.monotonic() - started
+    run.ops_per_s = run.ops_ok / run.throughput_s if run.throughput_s > 0 else 0.0
+    run.errors_by_reason = dict(sorted(errors.items()))
+
+
+async def latency_phase(
+    client: HongbaoClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
+) -> None:
+    """Alternate one baseline read and one transfer, each alone on the wire, and time them."""
+    rng = random.Random(None if options.seed is None else options.seed * 7919 + run.run)
+    baseline: list[float] = []
+    same: list[float] = []
+    cross: list[float] = []
+    errors: Counter[str] = Counter(run.errors_by_reason)
+    deadline = time.monotonic() + options.latency_budget_s
+    for i in range(options.latency_samples):
+        if time.monotonic() > deadline:
+            break
+        source, target = rng.sample(list(users), 2)
+        try:
+            started = time.perf_counter()
+            await client.balance(source, stale_ok=True)
+            baseline.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            response = await client.transfer(source, target, 1, f"{tag}-r{run.run}-lat-{i}")
+            elapsed_ms = (time.perf_counter() - started) * 1000
+        except HongbaoError as error:
+            errors[error.reason.value] += 1
+            run.ops_failed += 1
+            continue
+        (cross if response.cross_shard else same).append(elapsed_ms)
+    run.baseline_ms = Percentiles.of(baseline)
+    run.transfer_ms = Percentiles.of(same + cross)
+    run.transfer_same_shard_ms = Percentiles.of(same)
+    run.transfer_cross_shard_ms = Percentiles.of(cross)
+    run.errors_by_reason = dict(sorted(errors.items()))
+
+
+async def run_bench(
+    client: HongbaoClient,
+    options: BenchOptions,
+    *,
+    target: str,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> BenchReport:
+    """Fund fresh users, then ``runs`` x (latency on a quiet cluster, then throughput)."""
+    tag = f"bench-{uuid.uuid4().hex[:10]}"
+    rng = random.Random(options.seed)
+    users = [f"{tag}-u{i}" for i in range(options.users)]
+    rng.shuffle(users)
+    await fund_users(client, users, tag, options.batch)
+    report = BenchReport(options=options, target=target, runs=[])
+    for index in range(options.runs):
+        run = RunResult(run=index + 1)
+        run.quiet_before_latency = await wait_for_quiet(client, QUIET_TIMEOUT_S)
+        await latency_phase(client, users, options, run, tag)
+        await throughput_phase(client, users, options, run, tag)
+        report.runs.append(run)
+        if on_run is not None:
+            on_run(run)
+    return report
