@@ -7,6 +7,8 @@ full queue, a dropped proposal) are typed exceptions and never go through here.
 
 from __future__ import annotations
 
+from typing import NoReturn
+
 
 class InvariantViolation(AssertionError):
     """A programmer error: the code's own rules were broken. Never caught in production."""
@@ -16,6 +18,12 @@ def invariant(condition: bool, message: str) -> None:
     """Crash with ``message`` unless ``condition`` holds."""
     if not condition:
         raise InvariantViolation(message)
+
+
+def fail(message: str) -> NoReturn:
+    """Crash with ``message``: for hot paths, where the check is written as an ``if`` so
+    that the message (an f-string) is only built when the invariant is broken."""
+    raise InvariantViolation(message)
 
 
 def maybe(condition: bool) -> None:

@@ -16,7 +16,7 @@ import enum
 import random
 from dataclasses import dataclass
 
-from hongbao._invariant import invariant
+from hongbao._invariant import fail, invariant
 from hongbao.raft.confchange import ConfChange, apply_change
 from hongbao.raft.config import RaftConfig
 from hongbao.raft.errors import NotLeader, ProposalDropped
@@ -111,6 +111,7 @@ class RaftCore:
         self._read_only = ReadOnly(config.pending_reads_max)
         self._reads_before_commit: list[Message] = []
         self._messages: list[Message] = []
+        self._broadcast_pending = False
         self._read_states: list[ReadState] = []
         self._conf = ConfHistory(base_index=self._log.first_index() - 1, base=conf_state)
         self._load_conf_entries(storage)
@@ -189,7 +190,8 @@ class RaftCore:
 
     def step(self, message: Message) -> None:
         """Feed a message from a peer. Stale, duplicate and unknown messages are ignored."""
-        invariant(message.type not in _API_ONLY, f"{message.type} is not a wire message")
+        if message.type in _API_ONLY:
+            fail(f"{message.type} is not a wire message")
         if message.to != self.node_id:
             return
         self._step(message)
@@ -211,7 +213,7 @@ class RaftCore:
             raise ProposalDropped("too many uncommitted bytes", self.leader_id)
         self._append_entries([entry])
         self._uncommitted_bytes += size
-        self._broadcast_append()
+        self._broadcast_pending = True  # sent at ready(): one append per batch
         return entry.index, entry.term
 
     def propose_conf_change(self, change: ConfChange) -> tuple[LogIndex, Term]:
@@ -229,7 +231,7 @@ class RaftCore:
             data=change.encode(),
         )
         self._append_entries([entry])
-        self._broadcast_append()
+        self._broadcast_pending = True  # sent at ready(): one append per batch
         return entry.index, entry.term
 
     def transfer_leadership(self, target: NodeId) -> None:
@@ -277,6 +279,7 @@ class RaftCore:
         invariant(not self._ready_outstanding, "has_ready() while a Ready is outstanding")
         return bool(
             self._messages
+            or self._broadcast_pending
             or self._read_states
             or self._log.unstable.entries
             or self._log.has_pending_snapshot()
@@ -287,6 +290,10 @@ class RaftCore:
 
     def ready(self) -> Ready:
         invariant(not self._ready_outstanding, "ready() twice without advance()")
+        if self._broadcast_pending:
+            # Proposals since the last Ready go out together, many entries per message.
+            self._broadcast_pending = False
+            self._broadcast_append()
         hard_state = self._hard_state()
         soft_state = self._soft_state()
         entries = tuple(self._log.unstable.entries)
@@ -805,11 +812,18 @@ class RaftCore:
             self._become_follower(self.term, NONE)
 
     def _broadcast_append(self) -> None:
+        """Send every follower what it lacks, filling its in-flight window (pitfall 12)."""
         if self.role is not Role.LEADER:
             return
         for node in sorted(self._progress):
-            if node != self.node_id:
-                self._send_append(node)
+            if node == self.node_id:
+                continue
+            self._send_append(node)
+            sends = 1
+            while sends < self.config.inflight_messages_max and self._send_append(
+                node, send_if_empty=False
+            ):
+                sends += 1
 
     def _send_append(self, to: NodeId, *, send_if_empty: bool = True) -> bool:
         progress = self._progress[to]
@@ -915,7 +929,8 @@ class RaftCore:
         snapshot: Snapshot | None = None,
         context: bytes = b"",
     ) -> None:
-        invariant(to != self.node_id, f"node {self.node_id} sending {type_} to itself")
+        if to == self.node_id:
+            fail(f"node {self.node_id} sending {type_} to itself")
         invariant(len(self._messages) < MESSAGES_PENDING_MAX, "outgoing message queue full")
         self._messages.append(
             Message(

@@ -7,7 +7,7 @@ logic in ``core``), only *how* to move the pointers safely; every move is checke
 
 from __future__ import annotations
 
-from hongbao._invariant import invariant
+from hongbao._invariant import fail, invariant
 from hongbao.raft.storage import Compacted, LogStorage, Unavailable, limit_size
 from hongbao.raft.types import Entry, LogIndex, Snapshot, Term
 from hongbao.raft.unstable import Unstable
@@ -118,7 +118,8 @@ class RaftLog:
             return []
         if lo < self.first_index():
             raise Compacted(f"index {lo} is compacted")
-        invariant(hi <= self.last_index() + 1, f"slice [{lo}, {hi}) beyond the last index")
+        if hi > self.last_index() + 1:
+            fail(f"slice [{lo}, {hi}) beyond the last index")
         result: list[Entry] = []
         offset = self.unstable.offset
         if lo < offset:
@@ -175,8 +176,10 @@ class RaftLog:
         return False
 
     def applied_to(self, index: LogIndex) -> None:
-        invariant(index <= self.committed, f"applied {index} beyond commit {self.committed}")
-        invariant(index >= self.applied, f"applied went backwards: {index} < {self.applied}")
+        if index > self.committed:
+            fail(f"applied {index} beyond commit {self.committed}")
+        if index < self.applied:
+            fail(f"applied went backwards: {index} < {self.applied}")
         self.applied = index
 
     def stable_to(self, index: LogIndex, term: Term) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 from typing import Protocol, runtime_checkable
 
-from hongbao._invariant import invariant
+from hongbao._invariant import fail, invariant
 from hongbao.raft.types import ConfState, Entry, HardState, LogIndex, Snapshot, SnapshotMeta, Term
 
 
@@ -121,7 +121,8 @@ class MemoryStorage:
             raise Compacted(f"index {lo} is compacted (snapshot at {offset})")
         if hi > self.last_index() + 1:
             raise Unavailable(f"index {hi - 1} is beyond the last index {self.last_index()}")
-        invariant(lo <= hi, f"entries: lo {lo} > hi {hi}")
+        if lo > hi:
+            fail(f"entries: lo {lo} > hi {hi}")
         return limit_size(self._entries[lo - offset : hi - offset], max_bytes)
 
     def term(self, index: LogIndex) -> Term:
