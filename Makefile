@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 sim: $(STAMP)
-	$(VENV)/bin/hongbao sim --seeds $(SIM_SEEDS)
+	$(VENV)/bin/hongbao sim --seeds $(SIM_SEEDS) --jobs 0
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

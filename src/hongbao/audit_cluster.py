@@ -216,4 +216,3 @@ def _compare_replicas(
             f"shard {shard_id}: node {first.node_id} (applied {first.applied_index}) and node"
             f" {other.node_id} (applied {other.applied_index}) differ in tables {differ}"
         )
-

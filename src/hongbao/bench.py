@@ -11,8 +11,10 @@ Rules of this module:
 - Only successes are counted. Every failure is counted by its reason and reported; a
   benchmark that hides errors measures nothing.
 - Bounded in time and in count: the throughput phase stops issuing calls at its deadline
-  and at ``ops_max``; the latency phase takes at most ``latency_samples`` samples and at
-  most ``latency_budget_s`` seconds. Every call has the client's deadline.
+  and at ``ops_max``, counts the calls that finish within ``tail_s`` after it and
+  abandons (cancels, reports, never counts) the rest; the latency phase takes at most
+  ``latency_samples`` samples and at most ``latency_budget_s`` seconds. Every call has
+  the client's deadline.
 - Figures over several runs are medians.
 - Money stays valid: users are funded first, transfers move 1 fen, each envelope is
   grabbed once by each of ``count`` distinct users, so no request is refused by design.
@@ -40,7 +42,6 @@ FUND_FEN = 1_000_000  # 10,000 yuan per bench user: far more than a run can spen
 ENVELOPE_SHARES = 10
 ENVELOPE_TOTAL_FEN = 100
 QUIET_TIMEOUT_S = 15.0
-PERCENTILES = (("p50", 0.50), ("p90", 0.90), ("p99", 0.99))
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,7 @@ class BenchOptions:
     latency_samples: int = 200
     latency_budget_s: float = 10.0
     ops_max: int = 10_000_000
+    tail_s: float = 10.0
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -83,7 +85,11 @@ class Percentiles:
             return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
 
         return Percentiles(
-            *(round(rank(q), 3) for _, q in PERCENTILES), round(ordered[-1], 3), len(ordered)
+            p50=round(rank(0.50), 3),
+            p90=round(rank(0.90), 3),
+            p99=round(rank(0.99), 3),
+            max=round(ordered[-1], 3),
+            count=len(ordered),
         )
 
 
@@ -92,6 +98,8 @@ class RunResult:
     run: int
     ops_ok: int = 0
     ops_failed: int = 0
+    ops_abandoned: int = 0
+    retries: int = 0  # operations the client sent again (NOT_LEADER, OVERLOADED, timeouts)
     calls: int = 0
     throughput_s: float = 0.0
     ops_per_s: float = 0.0
@@ -101,6 +109,7 @@ class RunResult:
     transfer_cross_shard_ms: Percentiles | None = None
     baseline_ms: Percentiles | None = None
     quiet_before_latency: bool = True
+    phases_s: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -141,6 +150,7 @@ class BenchReport:
             "ops_per_s": self.median_ops_per_s(),
             "ops_ok": sum(r.ops_ok for r in self.runs),
             "ops_failed": sum(r.ops_failed for r in self.runs),
+            "ops_abandoned": sum(r.ops_abandoned for r in self.runs),
             "errors_by_reason": self.errors_by_reason,
             "latency_ms": {
                 "transfer": asdict(transfer),
@@ -289,9 +299,11 @@ async def throughput_phase(
     started = time.monotonic()
     deadline = started + options.duration_s
     issued = 0
+    last_done = started
+    retries_before = client.retries
 
     async def worker(index: int) -> None:
-        nonlocal issued
+        nonlocal issued, last_done
         workload = Workload(
             client, users, options.mix, f"{tag}-r{run.run}-w{index}", random.Random(rng.random())
         )
@@ -304,6 +316,8 @@ async def throughput_phase(
                 errors[error.reason.value] += len(operations)
                 run.ops_failed += len(operations)
                 continue
+            finally:
+                last_done = time.monotonic()
             run.calls += 1
             for result in results:
                 if result.WhichOneof("result") == "error":
@@ -313,30 +327,51 @@ async def throughput_phase(
                     run.ops_ok += 1
                     workload.learn(result)
 
-    await asyncio.gather(*(worker(i) for i in range(options.concurrency)))
-    run.throughput_s = time.monotonic() - started
-    run.ops_per_s = run.ops_ok / run.throughput_s if run.throughput_s > 0 else 0.0
+    tasks = [asyncio.create_task(worker(i)) for i in range(options.concurrency)]
+    # Calls issued before the deadline may finish after it (they are counted); those
+    # still running tail_s after it are abandoned: not counted, their outcome unknown.
+    await asyncio.wait(tasks, timeout=options.duration_s + options.tail_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    run.throughput_s = max(last_done - started, 1e-9)
+    run.ops_per_s = run.ops_ok / run.throughput_s
+    run.ops_abandoned = issued - run.ops_ok - run.ops_failed
+    run.retries = client.retries - retries_before
     run.errors_by_reason = dict(sorted(errors.items()))
 
 
 async def latency_phase(
     client: HongbaoClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
 ) -> None:
-    """Alternate one baseline read and one transfer, each alone on the wire, and time them."""
+    """Time baseline reads, then single transfers, each alone on the wire.
+
+    The baseline (a stale Balance read: client, gRPC and node, no Raft, no disk) goes
+    first, on the quiet cluster: interleaved with transfers it would also time the
+    background work that each cross-shard transfer leaves behind (the courier's rounds).
+    """
     rng = random.Random(None if options.seed is None else options.seed * 7919 + run.run)
+    pairs = [tuple(rng.sample(list(users), 2)) for _ in range(options.latency_samples)]
     baseline: list[float] = []
     same: list[float] = []
     cross: list[float] = []
     errors: Counter[str] = Counter(run.errors_by_reason)
-    deadline = time.monotonic() + options.latency_budget_s
-    for i in range(options.latency_samples):
+    budget_s = options.latency_budget_s / 2
+    deadline = time.monotonic() + budget_s
+    for source, _ in pairs:
         if time.monotonic() > deadline:
             break
-        source, target = rng.sample(list(users), 2)
         try:
             started = time.perf_counter()
             await client.balance(source, stale_ok=True)
             baseline.append((time.perf_counter() - started) * 1000)
+        except HongbaoError as error:
+            errors[error.reason.value] += 1
+    deadline = time.monotonic() + budget_s
+    for i, (source, target) in enumerate(pairs):
+        if time.monotonic() > deadline:
+            break
+        try:
             started = time.perf_counter()
             response = await client.transfer(source, target, 1, f"{tag}-r{run.run}-lat-{i}")
             elapsed_ms = (time.perf_counter() - started) * 1000
@@ -368,8 +403,12 @@ async def run_bench(
     report = BenchReport(options=options, target=target, runs=[])
     for index in range(options.runs):
         run = RunResult(run=index + 1)
+        started = time.monotonic()
         run.quiet_before_latency = await wait_for_quiet(client, QUIET_TIMEOUT_S)
+        run.phases_s["settle"] = round(time.monotonic() - started, 3)
+        started = time.monotonic()
         await latency_phase(client, users, options, run, tag)
+        run.phases_s["latency"] = round(time.monotonic() - started, 3)
         await throughput_phase(client, users, options, run, tag)
         report.runs.append(run)
         if on_run is not None:

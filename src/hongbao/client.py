@@ -137,7 +137,10 @@ class HongbaoClient:
             last = error
             self.retries += 1
             self._learn(shard_id, error, node_id)
-            if error.reason is not ErrorReason.NOT_LEADER or not error.leader_hint:
+            hint = error.leader_hint
+            if error.reason is not ErrorReason.NOT_LEADER or hint is None or not hint.node_id:
+                # No leader named (an election is running, or a node is down): back off,
+                # or every attempt is spent in the milliseconds before a leader exists.
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(2 * backoff_s, BACKOFF_S_MAX)
         assert last is not None
@@ -243,6 +246,7 @@ class HongbaoClient:
         """Run (shard, operation) pairs: one Batch.Execute per leader, NOT_LEADER retried."""
         results: list[ledger_pb2.OperationResult | None] = [None] * len(operations)
         todo = list(range(len(operations)))
+        backoff_s = BACKOFF_S_MIN
         for _ in range(self.options.attempts_max):
             if not todo:
                 break
@@ -254,8 +258,9 @@ class HongbaoClient:
                 for node, positions in sorted(by_node.items())
             ]
             todo = sorted(p for again in await asyncio.gather(*rounds) for p in again)
-            if todo:
-                await asyncio.sleep(BACKOFF_S_MIN)
+            if todo:  # the same back-off as call(): enough attempts to outlast an election
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(2 * backoff_s, BACKOFF_S_MAX)
         for position in todo:
             error = make_error(ErrorReason.UNAVAILABLE, "no leader answered in time")
             results[position] = ledger_pb2.OperationResult(error=error_to_proto(error))
@@ -279,6 +284,7 @@ class HongbaoClient:
                 raise error from None
             for position in positions:
                 self._learn(operations[position][0], error, node_id)
+            self.retries += len(positions)
             return positions
         again: list[int] = []
         for position, result in zip(positions, response.results, strict=True):
@@ -287,6 +293,7 @@ class HongbaoClient:
                 if isinstance(error, RetryableError):
                     self._learn(operations[position][0], error, node_id)
                     again.append(position)
+                    self.retries += 1
                     continue
             results[position] = result
         return again

@@ -259,6 +259,7 @@ def cluster_up(
     """
     topology = load_topology(config_path)
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = data_dir.resolve()
     node_ids = [int(n.node_id) for n in topology.nodes]
     check_can_start(topology, data_dir, node_ids)
     result = UpResult()
@@ -268,7 +269,7 @@ def cluster_up(
                 spawn_node(config_path, data_dir, node_id, no_fsync=no_fsync)
             )
         for process in result.started:
-            _wait_ready(data_dir, process, ready_timeout_s)
+            wait_ready(data_dir.resolve(), process, ready_timeout_s)
         started = time.monotonic()
         asyncio.run(_wait_leaders_once(topology, leaders_timeout_s))
         result.leaders_s = time.monotonic() - started
@@ -278,7 +279,7 @@ def cluster_up(
     return result
 
 
-def _wait_ready(data_dir: Path, process: NodeProcess, timeout_s: float) -> None:
+def wait_ready(data_dir: Path, process: NodeProcess, timeout_s: float) -> None:
     ready = ready_path(data_dir, process.node_id)
     try:
         wait_until(
@@ -443,7 +444,9 @@ class ClusterStatus:
         }
 
 
-async def cluster_status(client: HongbaoClient, timeout_s: float = STATUS_TIMEOUT_S) -> ClusterStatus:
+async def cluster_status(
+    client: HongbaoClient, timeout_s: float = STATUS_TIMEOUT_S
+) -> ClusterStatus:
     """Ask every node of the topology for its Admin.Status at once; a silent node is down."""
     topology = client.topology
 
@@ -489,25 +492,74 @@ async def wait_for_leaders(
 async def wait_for_quiet(
     client: HongbaoClient, timeout_s: float = 10.0, quiet_s: float = 0.2
 ) -> bool:
-    """Wait until no shard's log grows for ``quiet_s`` and every replica applied its commits.
+    """Wait until the cluster is idle: no log grows for ``quiet_s``, every replica that
+    answers has applied its shard's highest known commit index, and no shard lacks a leader.
 
-    True when the cluster went quiet in time (cross-shard deliveries drained), else False.
+    True when that happened in time (cross-shard deliveries drained, their acknowledgements
+    applied everywhere), else False.
     """
     deadline = time.monotonic() + timeout_s
     previous: tuple[int, ...] | None = None
     since = time.monotonic()
     while time.monotonic() < deadline:
         status = await cluster_status(client)
-        shape = tuple(
-            int(s.last_index) for n in status.nodes if n.status is not None for s in n.status.shards
-        )
-        lagging = any(
-            s.apply_lag_entries for n in status.nodes if n.status is not None for s in n.status.shards
+        shards = [s for n in status.nodes if n.status is not None for s in n.status.shards]
+        shape = tuple(int(s.last_index) for s in shards)
+        commit: dict[int, int] = {}
+        for s in shards:
+            commit[s.shard_id] = max(commit.get(s.shard_id, 0), int(s.commit_index))
+        settled = not status.leaderless_shards() and all(
+            s.applied_index == commit[s.shard_id] for s in shards
         )
         now = time.monotonic()
-        if shape != previous or lagging:
+        if shape != previous or not settled:
             previous, since = shape, now
         elif now - since >= quiet_s:
             return True
         await asyncio.sleep(POLL_S * 2)
     return False
+
+
+async def move_leaders_home(
+    client: HongbaoClient, timeout_s: float = LEADERS_TIMEOUT_S
+) -> list[int]:
+    """Hand every shard's leadership back to its home region (Raft leadership transfer).
+
+    Returns the shards that moved. Shards whose home node is down stay where they are.
+    Raises ClusterOpsError when a live home does not take office before the deadline.
+    """
+    status = await cluster_status(client)
+    up = {int(n.spec.node_id) for n in status.nodes if n.up}
+    leaders = status.leaders()
+    topology = client.topology
+    wanted = {
+        shard: int(topology.home_leader_of(shard))
+        for shard, leader in leaders.items()
+        if leader != int(topology.home_leader_of(shard))
+        and int(topology.home_leader_of(shard)) in up
+    }
+    wait_ms = int(min(timeout_s, 30.0) * 1000)
+
+    async def move(shard: int, home: int) -> None:
+        request = admin_pb2.TransferLeaderRequest(
+            shard_id=shard, target_node_id=home, wait_ms=wait_ms
+        )
+        try:
+            await client.stubs(leaders[shard]).admin.TransferLeader(
+                request, timeout=timeout_s + 1
+            )
+        except grpc.aio.AioRpcError as error:
+            raise ClusterOpsError(
+                f"shard {shard}: transfer to node {home} failed: {error.details()}"
+            ) from error
+
+    await asyncio.gather(*(move(shard, home) for shard, home in sorted(wanted.items())))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        leaders = (await cluster_status(client)).leaders()
+        missing = [s for s, home in wanted.items() if leaders.get(s) != home]
+        if not missing:
+            return sorted(wanted)
+        if time.monotonic() > deadline:
+            raise ClusterOpsError(f"shards {missing} did not return to their home regions")
+        await asyncio.sleep(POLL_S)

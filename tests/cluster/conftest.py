@@ -2,11 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from tests.cluster.support import Harness, running_cluster
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _node_stacks_on_abort() -> Iterator[None]:
+    """Node processes inherit this: on SIGABRT (sent to a hung node) they dump their stacks."""
+    previous = os.environ.get("PYTHONFAULTHANDLER")
+    os.environ["PYTHONFAULTHANDLER"] = "1"
+    yield
+    if previous is None:
+        del os.environ["PYTHONFAULTHANDLER"]
+    else:
+        os.environ["PYTHONFAULTHANDLER"] = previous
 
 
 @pytest.fixture(scope="module")

@@ -264,10 +264,20 @@ class Harness:
         for node_id in running:
             # Wait here rather than in LocalCluster.stop, which would signal once more: a
             # second SIGTERM after asyncio.run has removed its handlers kills with -15.
+            process = self.cluster.processes[node_id]
             try:
-                codes[node_id] = self.cluster.processes[node_id].wait(STOP_TIMEOUT_S)
+                codes[node_id] = process.wait(STOP_TIMEOUT_S)
             except subprocess.TimeoutExpired:
-                codes[node_id] = self.cluster.stop(node_id)  # kills it, raises ClusterError
+                # Hung: SIGABRT makes faulthandler (PYTHONFAULTHANDLER, set in conftest)
+                # write every thread's stack into the node's log before it dies.
+                process.send_signal(signal.SIGABRT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    process.wait(STOP_TIMEOUT_S)
+                self.cluster.close()
+                raise AssertionError(
+                    f"node {node_id} ignored SIGTERM for {STOP_TIMEOUT_S} s:\n"
+                    + self.cluster.tail(node_id, 80)
+                ) from None
         self.close()
         bad = {n: c for n, c in codes.items() if c != 0}
         assert not bad, f"nodes exited uncleanly: {bad}\n" + "\n".join(

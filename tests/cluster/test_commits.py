@@ -32,9 +32,7 @@ def test_commits_on_all_shards(tmp_path: Path) -> None:
             async with HongbaoClient(topology) as client:
                 # Deposits: every shard gets writes.
                 everyone = [u for shard in sorted(users) for u in users[shard]]
-                balances = await asyncio.gather(
-                    *(client.deposit(u, DEPOSIT_FEN) for u in everyone)
-                )
+                balances = await asyncio.gather(*(client.deposit(u, DEPOSIT_FEN) for u in everyone))
                 assert balances == [DEPOSIT_FEN] * len(everyone)
                 expected.update(dict.fromkeys(everyone, DEPOSIT_FEN))
                 # Cross-shard transfers around the ring of shards, and one same-shard each.

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Coroutine
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
 import click
 from rich.console import Console
@@ -192,7 +192,18 @@ def describe_error(error: HongbaoError, request_id: str | None = None) -> list[s
     return lines
 
 
-def fail(error: HongbaoError, request_id: str | None = None) -> None:
+PIPE_WIDTH: Final = 120
+
+
+def stdout_console() -> Console:
+    """Rich output for people; when piped (no terminal, no $COLUMNS) 120 columns wide."""
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = PIPE_WIDTH
+    return console
+
+
+def fail(error: HongbaoError, request_id: str | None = None) -> NoReturn:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     for line in describe_error(error, request_id):
         err.print(line, markup=False)
@@ -217,7 +228,6 @@ def run_client(
         return asyncio.run(main())
     except HongbaoError as error:
         fail(error, request_id)
-        raise  # unreachable: fail exits
 
 
 def timeout_option(function: F) -> F:

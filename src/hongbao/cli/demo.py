@@ -1,32 +1,65 @@
-"""``hongbao demo``: the three-city story, told by the simulator (for now).
+"""``hongbao demo``: the three-city story on a real local cluster (or, ``--simulated``, in
+the deterministic simulator).
 
-A thin shell over :func:`hongbao.sim.demo.run_demo`. When the real cluster lands it will
-run by default and ``--simulated`` will keep this version reachable.
+A thin shell. The real story is :func:`hongbao.live_demo.run_live_demo`: three node
+processes on fresh 127.0.0.1 ports in a temporary directory, removed at the end, Ctrl-C
+included. The simulated one is :func:`hongbao.sim.demo.run_demo`.
 """
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import click
 from rich.console import Console
 
+from hongbao.cli.common import config_option, load_config
 from hongbao.sim.demo import DEFAULT_SEED, run_demo
 
 INVARIANTS = (
     "election safety, log matching, leader completeness, state machine safety, durability"
 )
+EXIT_INTERRUPTED = 130
 
 
 @click.command("demo")
 @click.option("--simulated", is_flag=True,
-              help="Run the deterministic simulation (the only mode so far).")
+              help="Tell the story in the deterministic simulator instead (no processes).")
 @click.option("--seed", type=click.IntRange(min=0), default=DEFAULT_SEED, show_default=True,
-              help="Seed of the simulation.")
-def demo(simulated: bool, seed: int) -> None:
+              help="Seed of the story's random choices.")
+@config_option
+def demo(simulated: bool, seed: int, config_path: str) -> None:
     """Three regions, one goes dark, the survivors keep committing, it comes back."""
-    del simulated  # the simulated demo is the only one until the real cluster lands
     out = Console(highlight=False, soft_wrap=True)
+    if simulated:
+        _simulated(out, seed)
+        return
+    load_config(config_path)  # a usage error before anything starts
+    from hongbao.live_demo import run_live_demo
+
+    out.print("[bold]hongbao demo[/bold]: a real cluster on this machine "
+              f"({config_path}, fresh ports, temporary data)")  # fmt: skip
+    started = time.monotonic()
+
+    def say(text: str) -> None:
+        out.print(f"  [dim]{time.monotonic() - started:5.2f}s[/dim]  {text}")
+
+    try:
+        result = run_live_demo(Path(config_path), say, seed=seed)
+    except KeyboardInterrupt:
+        out.print("interrupted: the nodes were stopped and their data removed")
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except (RuntimeError, TimeoutError, OSError) as error:
+        out.print(f"[red]the demo failed[/red]: {error}", markup=True)
+        raise SystemExit(1) from None
+    if not result.ok:
+        raise SystemExit(1)
+
+
+def _simulated(out: Console, seed: int) -> None:
     out.print("[bold]hongbao demo[/bold] (simulated: shenzhen, shanghai, tianjin; "
-              f"one node each; seed {seed})")
+              f"one node each; seed {seed})")  # fmt: skip
     report = run_demo(seed)
     for step in report.steps:
         out.print(f"  [dim]t={step.tick:>4}[/dim]  {step.text}")
@@ -34,4 +67,4 @@ def demo(simulated: bool, seed: int) -> None:
         out.print(f"[red]invariant broken[/red]: {report.failure}", markup=True)
         raise SystemExit(1)
     out.print(f"[green]invariants held[/green] after every step ({INVARIANTS}); "
-              f"{report.commits} writes acknowledged, none lost.")
+              f"{report.commits} writes acknowledged, none lost.")  # fmt: skip

@@ -23,6 +23,7 @@ from hongbao.cli.common import (
     request_id_option,
     resolve_amount,
     run_client,
+    stdout_console,
     take_request_id,
     timeout_option,
 )
@@ -30,7 +31,7 @@ from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return stdout_console()
 
 
 def yuan(amount_fen: int) -> str:

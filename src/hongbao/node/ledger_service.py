@@ -115,10 +115,19 @@ class LedgerFront:
             ) from None
         return _unwrap(result, shard_id)
 
-    async def read(self, shard_id: int, query: Query, *, stale_ok: bool) -> ResultData:
+    def query_shard(self, query: Query) -> int:
+        if isinstance(query, ShowEnvelope):
+            return self.envelope_shard(query.envelope_id)
+        if isinstance(query, GetAccount | GetHistory):
+            return self.user_shard(query.user_id)
+        raise api.invalid(f"{type(query).__name__} cannot be sent by a client")
+
+    async def read(self, query: Query, *, stale_ok: bool) -> ResultData:
+        """Validate, route, and read: linearizable through ReadIndex unless ``stale_ok``."""
         rejected = validate_query(query, self.limits)
         if rejected is not None:
             raise api.rejected_error(rejected)
+        shard_id = self.query_shard(query)
         if not stale_ok:
             barrier = self.runtime.read_barrier(shard_id)
             try:
@@ -168,20 +177,12 @@ class WalletServicer(ledger_pb2_grpc.WalletServicer):
 
     async def balance(self, request: ledger_pb2.BalanceRequest) -> ledger_pb2.BalanceResponse:
         query = GetAccount(request.user_id)
-        rejected = validate_query(query, self.front.limits)
-        if rejected is not None:
-            raise api.rejected_error(rejected)
-        shard_id = self.front.user_shard(request.user_id)
-        data = await self.front.read(shard_id, query, stale_ok=request.stale_ok)
+        data = await self.front.read(query, stale_ok=request.stale_ok)
         return api.balance_response(api.expect(data, AccountView))
 
     async def history(self, request: ledger_pb2.HistoryRequest) -> ledger_pb2.HistoryResponse:
         query = GetHistory(request.user_id, request.limit or HISTORY_LIMIT_DEFAULT)
-        rejected = validate_query(query, self.front.limits)
-        if rejected is not None:
-            raise api.rejected_error(rejected)
-        shard_id = self.front.user_shard(request.user_id)
-        data = await self.front.read(shard_id, query, stale_ok=request.stale_ok)
+        data = await self.front.read(query, stale_ok=request.stale_ok)
         return api.history_response(api.expect(data, HistoryView))
 
     async def freeze(self, request: ledger_pb2.FreezeRequest) -> ledger_pb2.FreezeResponse:
@@ -228,11 +229,7 @@ class EnvelopesServicer(ledger_pb2_grpc.EnvelopesServicer):
 
     async def show(self, request: ledger_pb2.ShowRequest) -> ledger_pb2.ShowResponse:
         query = ShowEnvelope(request.envelope_id)
-        rejected = validate_query(query, self.front.limits)
-        if rejected is not None:
-            raise api.rejected_error(rejected)
-        shard_id = self.front.envelope_shard(request.envelope_id)
-        data = await self.front.read(shard_id, query, stale_ok=request.stale_ok)
+        data = await self.front.read(query, stale_ok=request.stale_ok)
         return api.envelope_response(api.expect(data, EnvelopeView))
 
     async def Send(self, request, context):  # type: ignore[no-untyped-def]

@@ -6,12 +6,12 @@ this order (etcd's Ready contract, for all shards at once):
 
 1. step the messages that arrived, tick, and pack each shard's queued commands into one
    log entry per shard (a leader's batching);
-2. collect every shard's Ready and persist them all in ONE LMDB write transaction,
-   synced once if any needs it (group commit);
-3. only then send the messages;
-4. apply every shard's committed entries in ONE write transaction, each shard's applied
-   index in that same transaction;
-5. advance the cores, answer the waiting clients, snapshot and compact when due.
+2. collect every shard's Ready, persist them all and then apply every shard's committed
+   entries (each shard's applied index with them) in ONE LMDB write transaction, synced
+   once if any Ready needs it (group commit; one commit, so one fdatasync, per cycle);
+3. only then send the messages (they were only queued; nothing left before the commit);
+4. answer the waiting clients;
+5. advance the cores, snapshot and compact when due.
 
 While a cycle runs, new requests and messages queue up; the next cycle takes them all,
 so load turns into bigger batches rather than more fsyncs.
@@ -205,10 +205,12 @@ class NodeRuntime:
         ]
         if not readies:
             return
-        self._persist(readies)
+        applied = self._persist_and_apply(readies)
         for replica, ready in readies:
             self._send_messages(replica, ready)
-        self._apply(readies)
+        # Answer clients only once the applied state is committed to LMDB.
+        for replica, index, term, results in applied:
+            replica.resolve_applied(index, term, results)
         for replica, ready in readies:
             replica.core.advance(ready)
             self._after_advance(replica, ready)
@@ -306,9 +308,21 @@ class NodeRuntime:
 
     # -- persist, send, apply ------------------------------------------------------------
 
-    def _persist(self, readies: list[tuple[ShardReplica, Ready]]) -> None:
-        if not any(r.snapshot or r.entries or r.hard_state for _, r in readies):
-            return  # heartbeats and their answers change nothing durable: no transaction
+    def _persist_and_apply(
+        self, readies: list[tuple[ShardReplica, Ready]]
+    ) -> list[tuple[ShardReplica, int, int, tuple[Result, ...]]]:
+        """Persist every Ready, then apply every committed entry: ONE write transaction.
+
+        One transaction, not two: with ``Durability.FSYNC`` every LMDB commit pays an
+        fdatasync (a synced batch a second one), and a cycle that both persists (a
+        follower's new entries, a leader's commit index) and applies is the common case.
+        Nothing is visible or sent before the commit: messages are only queued after it,
+        clients answered after it; a crash loses the whole batch or nothing.
+        """
+        if not any(
+            r.snapshot or r.entries or r.hard_state or r.committed_entries for _, r in readies
+        ):
+            return []  # heartbeats and their answers change nothing durable: no transaction
         must_sync = any(ready.must_sync for _, ready in readies)
         with self.env.write_batch(sync=must_sync) as batch:
             for replica, ready in readies:
@@ -318,6 +332,7 @@ class NodeRuntime:
                     replica.log.append(list(ready.entries), txn=batch)
                 if ready.hard_state is not None:
                     replica.log.set_hard_state(ready.hard_state, txn=batch)
+            return self._apply(batch, readies)
 
     def _install_snapshot(self, batch: WriteBatch, replica: ShardReplica, ready: Ready) -> None:
         """The log and the ledger tables switch to the snapshot in one transaction."""
@@ -344,26 +359,24 @@ class NodeRuntime:
         for message in ready.messages:
             self.send(int(message.to), replica.shard_id, message)
 
-    def _apply(self, readies: list[tuple[ShardReplica, Ready]]) -> None:
-        if not any(ready.committed_entries for _, ready in readies):
-            return
+    def _apply(
+        self, batch: WriteBatch, readies: list[tuple[ShardReplica, Ready]]
+    ) -> list[tuple[ShardReplica, int, int, tuple[Result, ...]]]:
+        """Apply the committed entries inside ``batch``; each shard's applied index with them."""
         outcomes: list[tuple[ShardReplica, int, int, tuple[Result, ...]]] = []
-        with self.env.write_batch(sync=False) as batch:
-            for replica, ready in readies:
-                if not ready.committed_entries:
+        for replica, ready in readies:
+            if not ready.committed_entries:
+                continue
+            store = batch.ledger_store(replica.shard_id)
+            for entry in ready.committed_entries:
+                if entry.type is EntryType.CONF_CHANGE:
+                    machine.set_applied_index(store, entry.index)
                     continue
-                store = batch.ledger_store(replica.shard_id)
-                for entry in ready.committed_entries:
-                    if entry.type is EntryType.CONF_CHANGE:
-                        machine.set_applied_index(store, entry.index)
-                        continue
-                    applied = machine.apply_entry(store, index=entry.index, data=entry.data)
-                    outcomes.append((replica, entry.index, entry.term, applied.results))
-                    self.stats["entries_applied"] += 1
-                    self.stats["commands_applied"] += len(applied.results)
-        # Answer clients only once the applied state is committed to LMDB.
-        for replica, index, term, results in outcomes:
-            replica.resolve_applied(index, term, results)
+                applied = machine.apply_entry(store, index=entry.index, data=entry.data)
+                outcomes.append((replica, entry.index, entry.term, applied.results))
+                self.stats["entries_applied"] += 1
+                self.stats["commands_applied"] += len(applied.results)
+        return outcomes
 
     def _after_advance(self, replica: ShardReplica, ready: Ready) -> None:
         for read_state in ready.read_states:
