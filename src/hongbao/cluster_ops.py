@@ -253,7 +253,9 @@ def cluster_up(
     ready_timeout_s: float = READY_TIMEOUT_S,
     leaders_timeout_s: float = LEADERS_TIMEOUT_S,
 ) -> UpResult:
-    """Start every node of the topology detached and wait until every shard has a leader.
+    """Start every node of the topology detached, wait until every shard has a leader,
+    then hand each shard's leadership to its home region (active-active from the start:
+    whichever replica won the first election, each city ends up leading its own shards).
 
     On any failure the nodes this call started are stopped again before it raises.
     """
@@ -269,7 +271,7 @@ def cluster_up(
                 spawn_node(config_path, data_dir, node_id, no_fsync=no_fsync)
             )
         for process in result.started:
-            wait_ready(data_dir.resolve(), process, ready_timeout_s)
+            wait_ready(data_dir, process, ready_timeout_s)
         started = time.monotonic()
         asyncio.run(_wait_leaders_once(topology, leaders_timeout_s))
         result.leaders_s = time.monotonic() - started
@@ -298,6 +300,7 @@ def wait_ready(data_dir: Path, process: NodeProcess, timeout_s: float) -> None:
 async def _wait_leaders_once(topology: Topology, timeout_s: float) -> None:
     async with HongbaoClient(topology, ClientOptions(timeout_s=STATUS_TIMEOUT_S)) as client:
         await wait_for_leaders(client, timeout_s)
+        await move_leaders_home(client, timeout_s)
 
 
 @dataclass(frozen=True, slots=True)

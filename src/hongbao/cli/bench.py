@@ -28,7 +28,7 @@ from hongbao.cli.common import (
     stdout_console,
 )
 from hongbao.client import ClientOptions, HongbaoClient
-from hongbao.cluster_ops import ClusterOpsError, wait_for_leaders
+from hongbao.cluster_ops import ClusterOpsError, move_leaders_home, wait_for_leaders
 from hongbao.localcluster import ClusterError, LocalCluster, write_topology
 from hongbao.node.errors import HongbaoError
 from hongbao.topology import Topology, load_topology
@@ -112,11 +112,18 @@ def bench(
 
 
 async def _bench(
-    topology: Topology, options: BenchOptions, target: str, on_run: Callable[[RunResult], None]
+    topology: Topology,
+    options: BenchOptions,
+    target: str,
+    on_run: Callable[[RunResult], None],
+    *,
+    leaders_home: bool = False,
 ) -> BenchReport:
     client_options = ClientOptions(timeout_s=BENCH_TIMEOUT_S)
     async with HongbaoClient(topology, client_options) as client:
         await wait_for_leaders(client, 30.0)
+        if leaders_home:  # a fresh local cluster: lead active-active, as `cluster up` does
+            await move_leaders_home(client, 30.0)
         return await run_bench(client, options, target=target, on_run=on_run)
 
 
@@ -130,7 +137,9 @@ def _bench_local(
             cluster.start()
             fsync = "no fsync" if no_fsync else "fsync"
             target = f"local: {len(cluster.node_ids)} node processes ({fsync}), {config_path}"
-            report = asyncio.run(_bench(cluster.topology, options, target, on_run))
+            report = asyncio.run(
+                _bench(cluster.topology, options, target, on_run, leaders_home=True)
+            )
             cluster.stop_all()
             return report
     finally:
