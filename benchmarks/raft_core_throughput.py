@@ -9,7 +9,9 @@ bound for what the core allows, not a figure for the datastore.
     .venv/bin/python benchmarks/raft_core_throughput.py [--entries 50000] [--batch 64] [--runs 5]
 
 Prints one line per run and the median, in committed entries per second of wall-clock
-time and of CPU time (the second is steadier on a busy machine).
+time and of CPU time (the second is steadier on a busy machine), then the same for the
+baseline, one proposal per pump (``--baseline-batch 1``: no batching, every entry its own
+round of messages), measured in the same invocation, and the ratio of the two medians.
 """
 
 from __future__ import annotations
@@ -95,22 +97,36 @@ def run_once(*, entries: int, batch: int, seed: int) -> tuple[float, float]:
     return committed / elapsed, committed / elapsed_cpu
 
 
+def measure(*, entries: int, batch: int, runs: int) -> tuple[float, float]:
+    """Median (wall-clock, CPU) committed entries per second over ``runs`` runs."""
+    rates, cpu_rates = [], []
+    for run in range(runs):
+        rate, cpu_rate = run_once(entries=entries, batch=batch, seed=run)
+        rates.append(rate)
+        cpu_rates.append(cpu_rate)
+        print(f"  run {run + 1}: {rate:,.0f} committed entries/s ({cpu_rate:,.0f} per CPU second)")
+    median, cpu_median = statistics.median(rates), statistics.median(cpu_rates)
+    print(
+        f"median of {runs}: {median:,.0f} committed entries/s, {cpu_median:,.0f} per CPU "
+        f"second (3 cores, {entries} entries of {PAYLOAD_BYTES} B, batches of {batch})"
+    )
+    return median, cpu_median
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=64, help="proposals between pumps")
+    parser.add_argument("--baseline-batch", type=int, default=1)
+    parser.add_argument("--baseline-entries", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    rates, cpu_rates = [], []
-    for run in range(args.runs):
-        rate, cpu_rate = run_once(entries=args.entries, batch=args.batch, seed=run)
-        rates.append(rate)
-        cpu_rates.append(cpu_rate)
-        print(f"run {run + 1}: {rate:,.0f} committed entries/s ({cpu_rate:,.0f} per CPU second)")
+    _, cpu_median = measure(entries=args.entries, batch=args.batch, runs=args.runs)
+    print("baseline:")
+    _, base_cpu = measure(entries=args.baseline_entries, batch=args.baseline_batch, runs=args.runs)
     print(
-        f"median of {args.runs}: {statistics.median(rates):,.0f} committed entries/s, "
-        f"{statistics.median(cpu_rates):,.0f} per CPU second "
-        f"(3 cores, {args.entries} entries of {PAYLOAD_BYTES} B, batches of {args.batch})"
+        f"batches of {args.batch} commit x{cpu_median / base_cpu:.1f} the entries per CPU "
+        f"second of batches of {args.baseline_batch}"
     )
 
 

@@ -165,3 +165,34 @@ def test_learner_never_campaigns() -> None:
     assert net.core(3).role is Role.FOLLOWER
     assert [m for m in net.process(3) if m.type in (MT.VOTE, MT.PRE_VOTE)] == []
     assert net.core(3).term == 0
+
+
+def test_messages_not_from_the_leader_do_not_hold_off_an_election() -> None:
+    # Pitfall 5: only a vote granted, a campaign, or the current leader resets the timer.
+    # Node 1 led term 1, node 2 took over in term 2 and then went silent. Node 3 keeps
+    # hearing from others every tick: the deposed leader's appends of term 1, a stray
+    # heartbeat response and refused pre-votes. It must still campaign in time.
+    net = Network(pre_vote=True, check_quorum=True)
+    net.elect(1)
+    net.core(1).transfer_leadership(NodeId(2))
+    net.stabilize()
+    assert net.leader() == 2
+    net.isolate(2)
+    follower = net.core(3)
+    assert (follower.term, follower.leader_id) == (2, 2)
+    stray = [
+        Message(MT.APP, to=NodeId(3), from_=NodeId(1), term=1, index=1, log_term=1),
+        Message(MT.HEARTBEAT_RESP, to=NodeId(3), from_=NodeId(1), term=2),
+        Message(MT.PRE_VOTE, to=NodeId(3), from_=NodeId(1), term=3, index=0, log_term=0),
+    ]
+    campaigned_at = None
+    for tick in range(1, 2 * 10 + 1):  # election_timeout_ticks is 10 in the harness
+        for message in stray:
+            follower.step(message)
+        follower.tick()
+        sent = net.process(3)
+        if any(m.type in (MT.PRE_VOTE, MT.VOTE) and m.from_ == 3 for m in sent):
+            campaigned_at = tick
+            break
+    assert campaigned_at is not None, "messages from non-leaders kept resetting the timer"
+    assert follower.term == 2  # a pre-vote campaign does not raise the term yet

@@ -45,6 +45,10 @@ _BY_TAG: dict[str, type] = {}
 _TAG_OF: dict[type, str] = {}
 _HINTS: dict[type, tuple[tuple[str, object], ...]] = {}
 
+# One encoder for every document: json.dumps with options builds a new one per call,
+# which costs more than encoding a ledger row (the hot path writes several per command).
+_JSON_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
 
 class CodecError(ValueError):
     """Bytes that are not the canonical encoding of a value of the expected type."""
@@ -72,9 +76,7 @@ def tag_of(cls: type) -> str:
 def encode(value: object) -> bytes:
     """The canonical bytes of a registered dataclass instance."""
     invariant(type(value) in _TAG_OF, f"{type(value).__name__} is not a registered record")
-    plain = _encoder(type(value))(value)
-    text = json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return text.encode("ascii")
+    return _JSON_ENCODER.encode(_encoder(type(value))(value)).encode("ascii")
 
 
 def decode(data: bytes, expected: type[T], *, canonical: bool = True) -> T:
@@ -96,12 +98,7 @@ def decode_union(data: bytes, expected: object, *, canonical: bool = True) -> ob
         raise CodecError(f"document of {len(data)} bytes exceeds {DOCUMENT_BYTES_MAX}")
     try:
         text = data.decode("ascii")
-        plain = json.loads(
-            text,
-            object_pairs_hook=_object_without_duplicates,
-            parse_float=_refuse_fraction,
-            parse_constant=_refuse_constant,
-        )
+        plain = _JSON_DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise CodecError(f"not canonical JSON: {error}") from None
     try:
@@ -356,3 +353,11 @@ def _tuple_item(hint: object) -> object:
     args = typing.get_args(hint)
     invariant(len(args) == 2 and args[1] is Ellipsis, f"only tuple[X, ...] is supported: {hint}")
     return args[0]
+
+
+# Built once, like the encoder (its hooks are defined just above).
+_JSON_DECODER = json.JSONDecoder(
+    object_pairs_hook=_object_without_duplicates,
+    parse_float=_refuse_fraction,
+    parse_constant=_refuse_constant,
+)
