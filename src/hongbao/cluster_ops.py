@@ -37,6 +37,7 @@ LEADERS_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 STATUS_TIMEOUT_S = 1.0
 POLL_S = 0.02
+TRANSFER_ROUND_S = 2.0  # one round of leadership transfers waits this long at most
 LOOPBACK = "127.0.0.1"
 
 
@@ -184,6 +185,7 @@ def port_in_use(host: str, port: int) -> bool:
 class UpResult:
     started: list[NodeProcess] = field(default_factory=list)
     leaders_s: float = 0.0
+    placement_warning: str | None = None  # leaders not all home: serving, but not balanced
 
 
 def check_can_start(topology: Topology, data_dir: Path, node_ids: Iterable[int]) -> None:
@@ -273,7 +275,7 @@ def cluster_up(
         for process in result.started:
             wait_ready(data_dir, process, ready_timeout_s)
         started = time.monotonic()
-        asyncio.run(_wait_leaders_once(topology, leaders_timeout_s))
+        result.placement_warning = asyncio.run(_wait_leaders_once(topology, leaders_timeout_s))
         result.leaders_s = time.monotonic() - started
     except BaseException:
         stop_nodes(data_dir, [p.node_id for p in result.started], timeout_s=STOP_TIMEOUT_S)
@@ -297,10 +299,18 @@ def wait_ready(data_dir: Path, process: NodeProcess, timeout_s: float) -> None:
         )
 
 
-async def _wait_leaders_once(topology: Topology, timeout_s: float) -> None:
+async def _wait_leaders_once(topology: Topology, timeout_s: float) -> str | None:
+    """Wait for a leader everywhere (required), then move leaders home (best effort).
+
+    Returns why leadership is not all at home, or None when it is.
+    """
     async with HongbaoClient(topology, ClientOptions(timeout_s=STATUS_TIMEOUT_S)) as client:
         await wait_for_leaders(client, timeout_s)
-        await move_leaders_home(client, timeout_s)
+        try:
+            await move_leaders_home(client, timeout_s)
+        except ClusterOpsError as error:
+            return str(error)
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -529,40 +539,55 @@ async def move_leaders_home(
     """Hand every shard's leadership back to its home region (Raft leadership transfer).
 
     Returns the shards that moved. Shards whose home node is down stay where they are.
-    Raises ClusterOpsError when a live home does not take office before the deadline.
+    A transfer can be abandoned (the target was slow to catch up, an election intervened,
+    the leader changed meanwhile), so each round asks the current leaders again and
+    retries what is not home yet, until the deadline. Raises ClusterOpsError when a live
+    home has still not taken office by then.
     """
-    status = await cluster_status(client)
-    up = {int(n.spec.node_id) for n in status.nodes if n.up}
-    leaders = status.leaders()
     topology = client.topology
-    wanted = {
-        shard: int(topology.home_leader_of(shard))
-        for shard, leader in leaders.items()
-        if leader != int(topology.home_leader_of(shard))
-        and int(topology.home_leader_of(shard)) in up
-    }
-    wait_ms = int(min(timeout_s, 30.0) * 1000)
-
-    async def move(shard: int, home: int) -> None:
-        request = admin_pb2.TransferLeaderRequest(
-            shard_id=shard, target_node_id=home, wait_ms=wait_ms
-        )
-        try:
-            await client.stubs(leaders[shard]).admin.TransferLeader(
-                request, timeout=timeout_s + 1
-            )
-        except grpc.aio.AioRpcError as error:
-            raise ClusterOpsError(
-                f"shard {shard}: transfer to node {home} failed: {error.details()}"
-            ) from error
-
-    await asyncio.gather(*(move(shard, home) for shard, home in sorted(wanted.items())))
     deadline = time.monotonic() + timeout_s
+    moved: set[int] = set()
     while True:
-        leaders = (await cluster_status(client)).leaders()
-        missing = [s for s, home in wanted.items() if leaders.get(s) != home]
-        if not missing:
-            return sorted(wanted)
-        if time.monotonic() > deadline:
-            raise ClusterOpsError(f"shards {missing} did not return to their home regions")
+        status = await cluster_status(client)
+        up = {int(n.spec.node_id) for n in status.nodes if n.up}
+        leaders = status.leaders()
+        homes = {shard: int(topology.home_leader_of(shard)) for shard in leaders}
+        wanted = {
+            shard: home
+            for shard, home in homes.items()
+            if leaders[shard] != home and home in up
+        }
+        if not wanted:
+            return sorted(moved)
+        remaining_s = deadline - time.monotonic()
+        if remaining_s <= 0:
+            raise ClusterOpsError(f"shards {sorted(wanted)} did not return to their home regions")
+        wait_ms = int(min(remaining_s, TRANSFER_ROUND_S) * 1000)
+        results = await asyncio.gather(
+            *(
+                _transfer(client, shard, leaders[shard], home, wait_ms)
+                for shard, home in sorted(wanted.items())
+            )
+        )
+        moved.update(shard for shard, ok in zip(sorted(wanted), results, strict=True) if ok)
         await asyncio.sleep(POLL_S)
+
+
+async def _transfer(
+    client: HongbaoClient, shard: int, leader: int, target: int, wait_ms: int
+) -> bool:
+    """Ask ``leader`` to hand ``shard`` to ``target``; True once the target leads it.
+
+    A refusal (no longer the leader, target not a voter yet) is not an error here: the
+    caller looks again and retries with whoever leads then.
+    """
+    request = admin_pb2.TransferLeaderRequest(
+        shard_id=shard, target_node_id=target, wait_ms=wait_ms
+    )
+    try:
+        response = await client.stubs(leader).admin.TransferLeader(
+            request, timeout=wait_ms / 1000 + STATUS_TIMEOUT_S
+        )
+    except grpc.aio.AioRpcError:
+        return False
+    return int(response.leader_node_id) == target

@@ -62,10 +62,6 @@ def data_dir_option(function: F) -> F:
     )(function)  # fmt: skip
 
 
-def _out() -> Console:
-    return stdout_console()
-
-
 def _refuse(message: str, code: int) -> NoReturn:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {message}", markup=False)
     raise SystemExit(code)
@@ -96,16 +92,20 @@ def up(config_path: str, data_dir: str, no_fsync: bool, as_json: bool) -> None:
             "started": [{"node_id": p.node_id, "pid": p.pid} for p in result.started],
             "leaders_s": round(result.leaders_s, 3),
             "data_dir": str(Path(data_dir).resolve()),
+            "placement_warning": result.placement_warning,
             "status": status.to_json(),
         })  # fmt: skip
         return
-    out = _out()
+    out = stdout_console()
     pids = ", ".join(f"node {p.node_id} pid {p.pid}" for p in result.started)
     out.print(f"started {len(result.started)} nodes ({pids}); every shard has a leader "
               f"after {result.leaders_s:.2f} s")  # fmt: skip
     out.print(f"logs and pid files in {Path(data_dir).resolve()}; "
               f"stop with: hongbao cluster down --data-dir {data_dir}")  # fmt: skip
     out.print(status_table(status))
+    if result.placement_warning is not None:
+        out.print(f"[yellow]warning[/yellow]: {result.placement_warning} (the cluster serves; "
+                  "leaders stay where they are)")  # fmt: skip
 
 
 def _gather(topology: Topology) -> ClusterStatus:
@@ -196,7 +196,7 @@ def status(config_path: str, per_shard: bool, as_json: bool) -> None:
     if as_json:
         print_json(gathered.to_json())
     else:
-        out = _out()
+        out = stdout_console()
         out.print(status_table(gathered))
         if per_shard:
             out.print(shards_table(gathered))
@@ -226,7 +226,7 @@ def down(data_dir: str, timeout_s: float, as_json: bool) -> None:
         print_json({"stopped": result.stopped, "killed": result.killed,
                     "not_running": result.not_running})  # fmt: skip
         return
-    out = _out()
+    out = stdout_console()
     if not result.stopped and not result.killed:
         out.print(f"no node of {directory.resolve()} was running")
         return
@@ -264,7 +264,9 @@ def node_start(node_id: int, config_path: str, data_dir: str, no_fsync: bool) ->
         raise click.BadParameter(str(error.args[0]), param_hint="--node") from error
     except ClusterOpsError as error:
         _refuse(str(error), EXIT_REFUSED if "already" in str(error) else EXIT_UNAVAILABLE)
-    _out().print(f"node {node_id} started (pid {process.pid}); log {log_path(directory, node_id)}")
+    stdout_console().print(
+        f"node {node_id} started (pid {process.pid}); log {log_path(directory, node_id)}"
+    )
 
     async def leaders() -> None:
         async with HongbaoClient(topology, ClientOptions(timeout_s=STATUS_TIMEOUT_S)) as client:
@@ -283,7 +285,7 @@ def _signal_node(data_dir: str, node_id: int, sig: signal.Signals, verb: str) ->
     result = stop_nodes(directory, [node_id], sig=sig)
     if result.not_running:
         _refuse(f"node {node_id} was not running", EXIT_REFUSED)
-    _out().print(f"node {node_id} {verb}")
+    stdout_console().print(f"node {node_id} {verb}")
 
 
 @click.command("stop")

@@ -161,6 +161,11 @@ def format_fen(amount_fen: int) -> str:
     return f"{sign}{whole:,}.{cents:02d}"
 
 
+def yuan(amount_fen: int) -> str:
+    """``1,234.56 yuan``: how every command shows an amount to a person."""
+    return f"{format_fen(amount_fen)} yuan"
+
+
 # -- running a client call and reporting its failure -----------------------------------
 
 

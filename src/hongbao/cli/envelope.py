@@ -7,7 +7,6 @@ exit codes).
 from __future__ import annotations
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from hongbao.cli.common import (
@@ -23,6 +22,7 @@ from hongbao.cli.common import (
     stdout_console,
     take_request_id,
     timeout_option,
+    yuan,
 )
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
@@ -34,14 +34,6 @@ _KINDS = {
     value: name.removeprefix("ENVELOPE_KIND_").lower()
     for name, value in ledger_pb2.EnvelopeKind.items()
 }
-
-
-def _out() -> Console:
-    return stdout_console()
-
-
-def yuan(amount_fen: int) -> str:
-    return f"{format_fen(amount_fen)} yuan"
 
 
 @click.group(epilog=EXIT_CODES_HELP)
@@ -86,7 +78,7 @@ def send(
             "expires_at_ms": response.expires_at_ms,
         })  # fmt: skip
         return
-    _out().print(
+    stdout_console().print(
         f"{sender} sent a {'fixed' if fixed else 'lucky'} envelope "
         f"[bold]{response.envelope_id}[/bold]: {yuan(total)} in {count} shares; "
         f"{sender}'s balance {yuan(response.sender_balance_fen)}"
@@ -123,7 +115,7 @@ def grab(
             "remaining_count": response.remaining_count, "cross_shard": response.cross_shard,
         })  # fmt: skip
         return
-    _out().print(
+    stdout_console().print(
         f"{user} grabbed [bold]{yuan(response.amount_fen)}[/bold] from {envelope_id} "
         f"(share #{response.ordinal}; {response.remaining_count} left)"
     )
@@ -171,7 +163,7 @@ def show(
     if as_json:
         print_json(envelope_json(view))
         return
-    out = _out()
+    out = stdout_console()
     out.print(
         f"envelope [bold]{view.envelope_id}[/bold] from {view.sender_user_id}: "
         f"{_KINDS.get(view.kind, '?')}, {yuan(view.total_fen)} in {view.count} shares, "

@@ -10,7 +10,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import click
-from rich.console import Console
 from rich.table import Table
 
 from hongbao.cli.common import (
@@ -26,16 +25,9 @@ from hongbao.cli.common import (
     stdout_console,
     take_request_id,
     timeout_option,
+    yuan,
 )
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
-
-
-def _out() -> Console:
-    return stdout_console()
-
-
-def yuan(amount_fen: int) -> str:
-    return f"{format_fen(amount_fen)} yuan"
 
 
 @click.group(epilog=EXIT_CODES_HELP)
@@ -72,7 +64,9 @@ def deposit(
         print_json({"request_id": rid, "user_id": user, "amount_fen": amount,
                     "balance_fen": balance})  # fmt: skip
         return
-    _out().print(f"deposited [bold]{yuan(amount)}[/bold] to {user}; balance {yuan(balance)}")
+    stdout_console().print(
+        f"deposited [bold]{yuan(amount)}[/bold] to {user}; balance {yuan(balance)}"
+    )
 
 
 @wallet.command("withdraw")
@@ -104,7 +98,9 @@ def withdraw(
         print_json({"request_id": rid, "user_id": user, "amount_fen": amount,
                     "balance_fen": balance})  # fmt: skip
         return
-    _out().print(f"withdrew [bold]{yuan(amount)}[/bold] from {user}; balance {yuan(balance)}")
+    stdout_console().print(
+        f"withdrew [bold]{yuan(amount)}[/bold] from {user}; balance {yuan(balance)}"
+    )
 
 
 @wallet.command("transfer")
@@ -142,7 +138,7 @@ def transfer(
         })  # fmt: skip
         return
     how = " (cross-shard: the credit follows through the outbox)" if response.cross_shard else ""
-    _out().print(
+    stdout_console().print(
         f"transferred [bold]{yuan(amount)}[/bold] from {from_user} to {to_user}{how}; "
         f"{from_user}'s balance {yuan(response.from_balance_fen)}"
     )
@@ -167,7 +163,7 @@ def balance(user: str, stale_ok: bool, config_path: str, timeout_s: float, as_js
         })  # fmt: skip
         return
     frozen = " [red](frozen)[/red]" if response.frozen else ""
-    _out().print(
+    stdout_console().print(
         f"{user}: [bold]{yuan(response.balance_fen)}[/bold]{frozen}; "
         f"sent or withdrawn today {yuan(response.daily_outgoing_fen)}"
     )
@@ -210,9 +206,9 @@ def history(user: str, limit: int, config_path: str, timeout_s: float, as_json: 
             str(p.seq), _when(p.ts_ms), _KIND_NAMES.get(p.kind, str(p.kind)),
             format_fen(p.amount_fen), format_fen(p.balance_fen), p.counterparty,
         )  # fmt: skip
-    _out().print(table)
+    stdout_console().print(table)
     if not response.postings:
-        _out().print(f"no postings for {user}")
+        stdout_console().print(f"no postings for {user}")
 
 
 def _freeze(
@@ -229,7 +225,8 @@ def _freeze(
     if as_json:
         print_json({"request_id": rid, "user_id": user, "frozen": state})
         return
-    _out().print(f"{user} is now {'[red]frozen[/red]' if state else '[green]not frozen[/green]'}")
+    now = "[red]frozen[/red]" if state else "[green]not frozen[/green]"
+    stdout_console().print(f"{user} is now {now}")
 
 
 @wallet.command("freeze")
