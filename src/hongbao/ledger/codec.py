@@ -45,10 +45,6 @@ _BY_TAG: dict[str, type] = {}
 _TAG_OF: dict[type, str] = {}
 _HINTS: dict[type, tuple[tuple[str, object], ...]] = {}
 
-# One encoder for every document: json.dumps with options builds a new one per call,
-# which costs more than encoding a ledger row (the hot path writes several per command).
-_JSON_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
 
 class CodecError(ValueError):
     """Bytes that are not the canonical encoding of a value of the expected type."""
@@ -76,7 +72,7 @@ def tag_of(cls: type) -> str:
 def encode(value: object) -> bytes:
     """The canonical bytes of a registered dataclass instance."""
     invariant(type(value) in _TAG_OF, f"{type(value).__name__} is not a registered record")
-    return _JSON_ENCODER.encode(_encoder(type(value))(value)).encode("ascii")
+    return _encoder(type(value))(value).encode("ascii")
 
 
 def decode(data: bytes, expected: type[T], *, canonical: bool = True) -> T:
@@ -111,11 +107,21 @@ def decode_union(data: bytes, expected: object, *, canonical: bool = True) -> ob
 
 
 # -- compiled encoders: trusted values; a mismatch is a programmer error ----------------------
+#
+# Each encoder writes the canonical text of its value directly: what
+# ``json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` would
+# write for the value's plain form, byte for byte, without building the plain form or
+# sorting keys at run time (a record's keys are sorted once, when its encoder is compiled).
+# Strings go through the very escaper json.dumps uses with ensure_ascii; integers are
+# written by int.__repr__, as json.dumps writes them. The hot path writes several rows per
+# command, so this is where the ledger spends its time; tests/ledger/test_codec.py checks
+# that every encoding is a fixed point of json.dumps.
 
-Encoder = Callable[[object], object]
+Encoder = Callable[[object], str]
 Decoder = Callable[[object], object]
 _ENCODERS: dict[object, Encoder] = {}
 _DECODERS: dict[object, Decoder] = {}
+_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
 def _encoder(hint: object) -> Encoder:
@@ -130,7 +136,7 @@ def _compile_encoder(hint: object) -> Encoder:
     if origin is typing.Union or origin is types.UnionType:
         options = [(_matcher(option), _encoder(option)) for option in typing.get_args(hint)]
 
-        def encode_union(value: object) -> object:
+        def encode_union(value: object) -> str:
             for matches, encode_option in options:
                 if matches(value):
                     return encode_option(value)
@@ -140,27 +146,28 @@ def _compile_encoder(hint: object) -> Encoder:
     if origin is tuple:
         encode_item = _encoder(_tuple_item(hint))
 
-        def encode_tuple(value: object) -> object:
+        def encode_tuple(value: object) -> str:
             invariant(type(value) is tuple, f"expected a tuple, got {type(value).__name__}")
-            return [encode_item(item) for item in typing.cast(tuple[object, ...], value)]
+            items = typing.cast(tuple[object, ...], value)
+            return "[" + ",".join([encode_item(item) for item in items]) + "]"
 
         return encode_tuple
     if hint is int:
         return _encode_int
-    if hint in (str, bool, type(None)):
-        expected_type = typing.cast(type, hint)
-
-        def encode_scalar(value: object) -> object:
-            invariant(type(value) is expected_type, f"{value!r} is not a {expected_type}")
-            return value
-
-        return encode_scalar
+    if hint is str:
+        return _encode_str
+    if hint is bool:
+        return _encode_bool
+    if hint is type(None):
+        return _encode_none
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         enum_type = hint
 
-        def encode_enum(value: object) -> object:
+        def encode_enum(value: object) -> str:
             invariant(type(value) is enum_type, f"{value!r} is not a {enum_type.__name__}")
-            return typing.cast(enum.Enum, value).value
+            plain = typing.cast(enum.Enum, value).value
+            invariant(type(plain) is str, f"{enum_type.__name__} values must be strings")
+            return _quote(plain)
 
         return encode_enum
     invariant(isinstance(hint, type) and hint in _TAG_OF, f"unsupported annotation {hint!r}")
@@ -168,23 +175,48 @@ def _compile_encoder(hint: object) -> Encoder:
 
 
 def _compile_record_encoder(cls: type) -> Encoder:
-    tag = _TAG_OF[cls]
-    fields = [(name, _encoder(field_hint)) for name, field_hint in _hints(cls)]
+    tag_text = _quote(_TAG_OF[cls])
+    fields = dict(_hints(cls))
+    # (the text before the value, the field to read or None for the tag, its encoder)
+    parts: list[tuple[str, str | None, Encoder | None]] = []
+    for index, name in enumerate(sorted([TAG, *fields])):
+        before = ("{" if index == 0 else ",") + _quote(name) + ":"
+        if name == TAG:
+            parts.append((before, None, None))
+        else:
+            parts.append((before, name, _encoder(fields[name])))
+    parts_t = tuple(parts)
 
-    def encode_record(value: object) -> object:
+    def encode_record(value: object) -> str:
         invariant(type(value) is cls, f"{type(value).__name__} is not a {cls.__name__}")
-        plain: dict[str, object] = {TAG: tag}
-        for name, encode_field in fields:
-            plain[name] = encode_field(getattr(value, name))
-        return plain
+        text = [
+            before + (tag_text if name is None else encode_field(getattr(value, name)))  # type: ignore[misc]
+            for before, name, encode_field in parts_t
+        ]
+        return "".join(text) + "}"
 
     return encode_record
 
 
-def _encode_int(value: object) -> object:
+def _encode_int(value: object) -> str:
     invariant(type(value) is int, f"{value!r} is not an int")
     invariant(INT_MIN <= typing.cast(int, value) <= INT_MAX, f"integer {value} outside 64 bits")
-    return value
+    return int.__repr__(typing.cast(int, value))
+
+
+def _encode_str(value: object) -> str:
+    invariant(type(value) is str, f"{value!r} is not a str")
+    return _quote(typing.cast(str, value))
+
+
+def _encode_bool(value: object) -> str:
+    invariant(type(value) is bool, f"{value!r} is not a bool")
+    return "true" if value else "false"
+
+
+def _encode_none(value: object) -> str:
+    invariant(value is None, f"{value!r} is not None")
+    return "null"
 
 
 def _matcher(hint: object) -> Callable[[object], bool]:
