@@ -177,25 +177,28 @@ def _compile_encoder(hint: object) -> Encoder:
 def _compile_record_encoder(cls: type) -> Encoder:
     tag_text = _quote(_TAG_OF[cls])
     fields = dict(_hints(cls))
-    # (the text before the value, the field to read or None for the tag, its encoder)
-    parts: list[tuple[str, str | None, Encoder | None]] = []
+    # (the text before the value, what writes the value: the tag or one field's encoder)
+    parts: list[tuple[str, Callable[[object], str]]] = []
     for index, name in enumerate(sorted([TAG, *fields])):
         before = ("{" if index == 0 else ",") + _quote(name) + ":"
         if name == TAG:
-            parts.append((before, None, None))
+            parts.append((before, lambda _value: tag_text))
         else:
-            parts.append((before, name, _encoder(fields[name])))
+            parts.append((before, _field_writer(name, _encoder(fields[name]))))
     parts_t = tuple(parts)
 
     def encode_record(value: object) -> str:
         invariant(type(value) is cls, f"{type(value).__name__} is not a {cls.__name__}")
-        text = [
-            before + (tag_text if name is None else encode_field(getattr(value, name)))  # type: ignore[misc]
-            for before, name, encode_field in parts_t
-        ]
-        return "".join(text) + "}"
+        return "".join([before + write(value) for before, write in parts_t]) + "}"
 
     return encode_record
+
+
+def _field_writer(name: str, encode_field: Encoder) -> Encoder:
+    def write_field(value: object) -> str:
+        return encode_field(getattr(value, name))
+
+    return write_field
 
 
 def _encode_int(value: object) -> str:
