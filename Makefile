@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 10000
 
-.PHONY: install demo test test-fast sim lint typecheck proto clean
+.PHONY: install demo test sim bench lint proto clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hongbao needs Python 3.11+")'
@@ -25,6 +25,13 @@ test: $(STAMP)
 
 sim: $(STAMP)
 	$(VENV)/bin/hongbao sim --seeds $(SIM_SEEDS) --jobs 0
+
+# The figures of the notes, each a median over runs with its baseline from the same run.
+bench: $(STAMP)
+	$(PY) benchmarks/raft_core_throughput.py
+	$(PY) benchmarks/lmdb_group_commit.py
+	$(PY) benchmarks/idle_cost.py
+	$(VENV)/bin/hongbao bench --local --runs 3 --duration-s 10
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests
