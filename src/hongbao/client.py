@@ -20,6 +20,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
+from hongbao.channel_options import channel_options
 from hongbao.ledger.sharding import parse_envelope_id, shard_for_user
 from hongbao.node.errors import (
     ErrorReason,
@@ -83,11 +84,7 @@ class HongbaoClient:
         if stubs is None:
             size = self.options.grpc_message_bytes_max
             channel = grpc.aio.insecure_channel(
-                self.topology.node(node_id).address,
-                options=[
-                    ("grpc.max_send_message_length", size),
-                    ("grpc.max_receive_message_length", size),
-                ],
+                self.topology.node(node_id).address, options=channel_options(size)
             )
             self._channels[node_id] = channel
             stubs = self._stubs[node_id] = _Stubs(channel)

@@ -7,14 +7,19 @@ back with everything it had applied, serving the same answers.
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from hongbao.channel_options import RECONNECT_BACKOFF_MS_MAX
+from hongbao.client import HongbaoClient
 from hongbao.ledger.sharding import shard_for_user
 from hongbao.node.server import SERVICE_NAMES
-from hongbao.proto.gen.hongbao.v1 import ledger_pb2
+from hongbao.proto.gen.hongbao.v1 import admin_pb2, ledger_pb2
 from tests.cluster.support import Harness, wait_for
 
 pytestmark = pytest.mark.cluster
@@ -71,3 +76,40 @@ def test_sigterm_exits_cleanly_and_a_restart_keeps_what_was_applied(cluster: Har
     leader = cluster.leaders()[shard_id]
     assert cluster.wallet(leader).Deposit(request, timeout=5).balance_fen == 4321
     assert health_of(cluster.channel(node_id), "") == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_a_client_reaches_a_node_soon_after_it_returns(cluster: Harness) -> None:
+    # gRPC's default reconnect back-off grows to 120 s: after a node had been down for a
+    # while, a client would keep failing fast against it long after it came back, and a
+    # leader moved home to it would be unreachable. The client caps the back-off.
+    node_id = 3
+    down_s = 6.0  # long enough for the default back-off to have grown past 3 s
+    slack_s = 1.5  # scheduling on a busy 2-core machine
+
+    async def status(client: HongbaoClient) -> bool:
+        try:
+            await client.stubs(node_id).admin.Status(admin_pb2.StatusRequest(), timeout=0.5)
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    async def scenario() -> float:
+        async with HongbaoClient(cluster.topology) as client:
+            assert await status(client)
+            assert cluster.cluster.stop(node_id) == 0
+            deadline = time.monotonic() + down_s
+            while time.monotonic() < deadline:  # keep failing: the back-off grows
+                assert not await status(client)
+                await asyncio.sleep(0.2)
+            cluster.cluster.start([node_id])
+            back = time.monotonic()
+            limit_s = RECONNECT_BACKOFF_MS_MAX / 1000 + slack_s
+            while not await status(client):
+                assert time.monotonic() - back < limit_s, "the client did not reconnect"
+                await asyncio.sleep(0.05)
+            return time.monotonic() - back
+
+    reconnect_s = asyncio.run(scenario())
+    assert reconnect_s < RECONNECT_BACKOFF_MS_MAX / 1000 + slack_s
+    cluster.forget_channel(node_id)
+    cluster.leaders()  # the shared cluster is whole again for the next module

@@ -105,6 +105,11 @@ class Transport:
         if sender is not None:
             sender.send(shard_id, message)
 
+    def peer_is_back(self, peer_id: int) -> None:
+        sender = self.senders.get(peer_id)
+        if sender is not None:
+            sender.peer_is_back()
+
 
 class NodeServer:
     def __init__(
@@ -148,6 +153,7 @@ class NodeServer:
                 cluster_id=self.cluster_id,
                 limits=self.transport_limits,
                 is_known_peer=lambda n: any(s.node_id == n for s in self.topology.nodes),
+                on_peer_stream=self.transport.peer_is_back,
             ),
             self.server,
         )

@@ -10,6 +10,7 @@ through :class:`TransportEvents` and never blocks on a peer.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ from typing import Protocol
 import grpc
 
 from hongbao._invariant import invariant
+from hongbao.channel_options import channel_options
 from hongbao.node import codec
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, peer_pb2_grpc
 from hongbao.raft.types import Message, MessageType
@@ -46,10 +48,7 @@ class TransportLimits:
         )
 
     def grpc_options(self) -> list[tuple[str, int]]:
-        return [
-            ("grpc.max_send_message_length", self.grpc_message_bytes_max),
-            ("grpc.max_receive_message_length", self.grpc_message_bytes_max),
-        ]
+        return channel_options(self.grpc_message_bytes_max)
 
 
 class TransportEvents(Protocol):
@@ -83,6 +82,7 @@ class PeerSender:
         self.events = events
         self._queue: deque[tuple[int, Message]] = deque()
         self._wakeup = asyncio.Event()
+        self._retry_now = asyncio.Event()
         self._batch_seq = 0
         self._snapshots_in_flight: set[tuple[int, int]] = set()  # (shard, snapshot index)
         self.dropped_messages = 0
@@ -117,8 +117,22 @@ class PeerSender:
             except Exception:  # a bug in our own code: log it loudly, keep the node alive
                 log.exception("stream to node %d failed", self.peer_id)
             self._stream_broken()
-            await asyncio.sleep(backoff_ms / 1000)
-            backoff_ms = min(2 * backoff_ms, self.limits.reconnect_backoff_ms_max)
+            self._retry_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._retry_now.wait(), backoff_ms / 1000)
+            if self._retry_now.is_set():
+                backoff_ms = self.limits.reconnect_backoff_ms_min
+            else:
+                backoff_ms = min(2 * backoff_ms, self.limits.reconnect_backoff_ms_max)
+
+    def peer_is_back(self) -> None:
+        """The peer just opened a stream to us, so it is up: end the back-off and reconnect.
+
+        Without this a restarted node waits out the rest of our back-off (up to
+        ``reconnect_backoff_ms_max``) before the leaders here send it anything.
+        """
+        if not self.connected:
+            self._retry_now.set()
 
     def _stream_broken(self) -> None:
         self.connected = False
@@ -201,12 +215,14 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         limits: TransportLimits,
         events: TransportEvents,
         is_known_peer: Callable[[int], bool],
+        on_peer_stream: Callable[[int], None] = lambda peer_id: None,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.limits = limits
         self.events = events
         self.is_known_peer = is_known_peer
+        self.on_peer_stream = on_peer_stream  # called with the peer's id as its stream opens
         self.received_messages = 0
 
     async def Stream(
@@ -217,10 +233,14 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         assembler = codec.SnapshotAssembler(
             snapshot_size_bytes_max=self.limits.snapshot_size_bytes_max
         )
+        opened = False
         async for batch in request_iterator:
             problem = self._refusal(batch)
             if problem:
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
+            if not opened:
+                opened = True
+                self.on_peer_stream(batch.from_node_id)
             try:
                 pairs = codec.batch_from_proto(batch)
             except codec.CodecError as error:
