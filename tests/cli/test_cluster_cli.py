@@ -54,6 +54,14 @@ def test_up_status_down_leaves_no_process(topology_path: Path, tmp_path: Path) -
                             "--no-fsync")  # fmt: skip
         assert restarted.returncode == 0, restarted.stderr
         started = pids(data_dir)
+        # Node 1's shards were led elsewhere while it was down; balance brings them home.
+        balanced = hongbao("cluster", "balance", *config, "--json")
+        assert balanced.returncode == 0, balanced.stderr
+        home = json.loads(hongbao("cluster", "status", *config, "--json").stdout)["nodes"]
+        assert [sorted(n["shards_led"]) for n in home] == [
+            [0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]
+        ]
+        assert {0, 3, 6, 9} <= set(json.loads(balanced.stdout)["moved_shards"])
 
         down = hongbao("cluster", "down", "--data-dir", str(data_dir), "--json")
         assert down.returncode == 0, down.stderr

@@ -1,9 +1,10 @@
-"""``hongbao cluster up|status|down`` and ``hongbao node start|stop|kill``: run a local cluster.
+"""``hongbao cluster up|status|balance|down`` and ``hongbao node start|stop|kill``.
 
 A thin shell over :mod:`hongbao.cluster_ops`: ``up`` starts every node of the topology
-as a detached process (pid files and logs in the data directory) and waits until every
-shard has a leader; ``status`` asks every node for its Admin.Status; ``down`` stops
-them with SIGTERM, then SIGKILL after a deadline.
+as a detached process (pid files and logs in the data directory), waits until every
+shard has a leader and moves leaders to their home regions; ``status`` asks every node
+for its Admin.Status; ``balance`` moves leaders home again (after a node came back);
+``down`` stops them with SIGTERM, then SIGKILL after a deadline.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from hongbao.cluster_ops import (
     cluster_status,
     cluster_up,
     log_path,
+    move_leaders_home,
     pid_path,
     spawn_node,
     stop_nodes,
@@ -202,6 +204,37 @@ def status(config_path: str, per_shard: bool, as_json: bool) -> None:
             out.print(shards_table(gathered))
     if gathered.leaderless_shards():
         raise SystemExit(EXIT_UNAVAILABLE)
+
+
+@cluster.command("balance")
+@config_option
+@click.option("--timeout-s", type=click.FloatRange(min=0.1, max=600), default=30.0,
+              show_default=True, help="How long to keep retrying leadership transfers.")
+@json_option
+def balance(config_path: str, timeout_s: float, as_json: bool) -> None:
+    """Hand every shard's leadership back to its home region (after a node returns).
+
+    Uses Raft leadership transfer, so no request fails. Shards whose home node is down
+    stay where they are. Exit 4 if a live home has not taken office by the deadline.
+    """
+    topology = load_config(config_path)
+
+    async def main() -> list[int]:
+        async with HongbaoClient(topology, ClientOptions(timeout_s=STATUS_TIMEOUT_S)) as client:
+            await wait_for_leaders(client, timeout_s)
+            return await move_leaders_home(client, timeout_s)
+
+    try:
+        moved = asyncio.run(main())
+    except ClusterOpsError as error:
+        _refuse(str(error), EXIT_UNAVAILABLE)
+    if as_json:
+        print_json({"moved_shards": moved})
+        return
+    if moved:
+        stdout_console().print(f"moved shards {moved} back to their home regions")
+    else:
+        stdout_console().print("every shard is led from its home region (or its home is down)")
 
 
 def _node_ids_in(data_dir: Path) -> list[int]:
