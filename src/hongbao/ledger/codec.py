@@ -38,28 +38,39 @@ T = TypeVar("T")
 TAG = "t"
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
+WIDE_INT_MAX = 2**127 - 1
+"""Bound of the fields a record declares ``wide_ints``: no sum of money reaches it."""
 DOCUMENT_BYTES_MAX = 16 * 1024 * 1024
 """Largest document accepted: above any sane log entry or snapshot row."""
 
 _BY_TAG: dict[str, type] = {}
 _TAG_OF: dict[type, str] = {}
 _HINTS: dict[type, tuple[tuple[str, object], ...]] = {}
+_WIDE_INTS: dict[type, frozenset[str]] = {}
 
 
 class CodecError(ValueError):
     """Bytes that are not the canonical encoding of a value of the expected type."""
 
 
-def registered(tag: str) -> Callable[[type[T]], type[T]]:
-    """Class decorator: make a dataclass encodable under ``tag`` (unique, stable forever)."""
+def registered(tag: str, *, wide_ints: tuple[str, ...] = ()) -> Callable[[type[T]], type[T]]:
+    """Class decorator: make a dataclass encodable under ``tag`` (unique, stable forever).
+
+    ``wide_ints`` names ``int`` fields allowed the range of :data:`WIDE_INT_MAX` instead of
+    64 bits: running totals that only grow (cumulative deposits of a shard over its whole
+    life) would otherwise, one day, fail to encode inside apply and stop every replica on
+    the same committed entry.
+    """
 
     def register(cls: type[T]) -> type[T]:
         invariant(dataclasses.is_dataclass(cls), f"{cls.__name__} is not a dataclass")
         invariant(tag not in _BY_TAG, f"codec tag {tag!r} registered twice")
         names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
         invariant(TAG not in names, f"{cls.__name__} has a field named {TAG!r}")
+        invariant(set(wide_ints) <= set(names), f"{cls.__name__}: unknown wide_ints {wide_ints}")
         _BY_TAG[tag] = cls
         _TAG_OF[cls] = tag
+        _WIDE_INTS[cls] = frozenset(wide_ints)
         return cls
 
     return register
@@ -183,6 +194,9 @@ def _compile_record_encoder(cls: type) -> Encoder:
         before = ("{" if index == 0 else ",") + _quote(name) + ":"
         if name == TAG:
             parts.append((before, lambda _value: tag_text))
+        elif name in _WIDE_INTS[cls]:
+            invariant(fields[name] is int, f"{cls.__name__}.{name}: wide_ints must be int")
+            parts.append((before, _field_writer(name, _encode_wide_int)))
         else:
             parts.append((before, _field_writer(name, _encoder(fields[name]))))
     parts_t = tuple(parts)
@@ -204,6 +218,12 @@ def _field_writer(name: str, encode_field: Encoder) -> Encoder:
 def _encode_int(value: object) -> str:
     invariant(type(value) is int, f"{value!r} is not an int")
     invariant(INT_MIN <= typing.cast(int, value) <= INT_MAX, f"integer {value} outside 64 bits")
+    return int.__repr__(typing.cast(int, value))
+
+
+def _encode_wide_int(value: object) -> str:
+    invariant(type(value) is int, f"{value!r} is not an int")
+    invariant(abs(typing.cast(int, value)) <= WIDE_INT_MAX, f"integer {value} outside 128 bits")
     return int.__repr__(typing.cast(int, value))
 
 
@@ -302,6 +322,14 @@ def _decode_int(plain: object) -> object:
     return plain
 
 
+def _decode_wide_int(plain: object) -> object:
+    if type(plain) is not int:
+        raise _Bad("", "expected an integer")
+    if abs(plain) > WIDE_INT_MAX:
+        raise _Bad("", "integer outside 128 bits")
+    return plain
+
+
 def _compile_union_decoder(options: tuple[object, ...]) -> Decoder:
     nullable = type(None) in options
     others = [option for option in options if option is not type(None)]
@@ -331,7 +359,11 @@ def _compile_union_decoder(options: tuple[object, ...]) -> Decoder:
 
 def _compile_record_decoder(cls: type) -> Decoder:
     tag = _TAG_OF[cls]
-    fields = [(name, _decoder(field_hint)) for name, field_hint in _hints(cls)]
+    wide = _WIDE_INTS[cls]
+    fields = [
+        (name, _decode_wide_int if name in wide else _decoder(field_hint))
+        for name, field_hint in _hints(cls)
+    ]
     expected_keys = {TAG, *(name for name, _ in fields)}
 
     def decode_record(plain: object) -> object:

@@ -25,9 +25,10 @@ USER_ID_BYTES_MAX = 64
 REQUEST_ID_BYTES_MAX = 128
 AMOUNT_CEILING_FEN = 10**15
 """Hard ceiling on any single amount in a command (10 trillion yuan), regardless of limits.
-It keeps integers far inside 64 bits for other encoders. Deliveries of cross-shard credits
-are checked against this only: a credit already debited at its source must never be
-refused because a limit changed meanwhile."""
+A single amount stays far inside 64 bits; sums of many amounts need not (the shard's
+running totals are wide integers for that reason: see ``ShardState``). Deliveries of
+cross-shard credits are checked against this only: a credit already debited at its source
+must never be refused because a limit changed meanwhile."""
 
 SHARES_CEILING = 10_000
 """No configuration may allow more shares than this: one envelope's grabs are shown whole."""

@@ -59,13 +59,27 @@ class ShardIdentity:
     shard_count: int
 
 
-@registered("shard_state")
+@registered(
+    "shard_state",
+    wide_ints=(
+        "balances_fen",
+        "escrow_fen",
+        "outbox_fen",
+        "deposits_fen",
+        "withdrawals_fen",
+        "delivered_in_fen",
+        "settled_out_fen",
+    ),
+)
 @dataclass(frozen=True, slots=True)
 class ShardState:
     """Counters and running totals of one shard, rewritten once per applied batch.
 
     The totals make the audit cheap and are checked after every command:
     ``balances + escrow + outbox == deposits - withdrawals + delivered_in - settled_out``.
+    The money totals are sums over every user, and the cumulative ones only ever grow
+    (money that goes in and out again still counts), so they are encoded as wide integers:
+    a 64-bit total could overflow within a shard's life at high limits.
     """
 
     clock_ms: int = 0  # the largest batch ts_ms applied: the shard's time never goes back

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 import grpc
@@ -43,7 +42,6 @@ class CourierLimits:
     interval_ms: int = 20
     expire_interval_ms: int = 1000
     deliver_timeout_ms: int = 5000
-    entries_per_delivery_max: int = 500
 
 
 class Courier:
@@ -88,7 +86,9 @@ class Courier:
 
     async def _deliver(self, source: int, destination: int) -> None:
         try:
-            limit = self.limits.entries_per_delivery_max
+            # The same bound the destination's Peer.Deliver enforces: a bigger batch would
+            # be refused whole, on every round, and the outbox would never drain.
+            limit = self.runtime.topology.limits.outbox_batch_max
             entries = self.runtime.query(
                 source, lambda store: outbox.pending_outbox(store, destination, limit)
             )
@@ -157,7 +157,7 @@ class Courier:
         return channel
 
     def _maybe_expire(self, shard_id: int) -> None:
-        now_ms = int(time.time() * 1000)
+        now_ms = self.runtime.clock_ms()  # the clock the runtime stamps batches with
         if now_ms - self._last_expire_ms.get(shard_id, 0) < self.limits.expire_interval_ms:
             return
         self._last_expire_ms[shard_id] = now_ms

@@ -53,7 +53,7 @@ SendFunction = Callable[[int, int, Message], None]  # (to node, shard, message)
 
 @dataclass(frozen=True, slots=True)
 class RuntimeLimits:
-    commands_per_entry_max: int = 1024
+    commands_per_entry_max: int = 1_000  # and never above the ledger's batch_commands_max
     pending_commands_per_shard_max: int = 50_000
     inflight_entries_per_shard_max: int = 4096
     inbound_messages_max: int = 200_000
@@ -80,6 +80,12 @@ class NodeRuntime:
         self.env = env
         self.limits = limits or RuntimeLimits()
         self.ledger_limits = ledger_limits
+        # The ledger refuses a whole entry of more than batch_commands_max commands
+        # (deterministically, on every replica): never pack one.
+        self.commands_per_entry_max = min(
+            self.limits.commands_per_entry_max,
+            (ledger_limits or Limits()).batch_commands_max,
+        )
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.tick_s = topology.timing.tick_ms / 1000
         self.replicas: dict[int, ShardReplica] = {}
@@ -249,7 +255,7 @@ class NodeRuntime:
         if len(replica.inflight) >= self.limits.inflight_entries_per_shard_max:
             return  # backpressure: wait for applies
         taken: list[PendingCommand] = []
-        while replica.pending and len(taken) < self.limits.commands_per_entry_max:
+        while replica.pending and len(taken) < self.commands_per_entry_max:
             item = replica.pending.popleft()
             if not item.future.done():  # the client may have given up already
                 taken.append(item)
