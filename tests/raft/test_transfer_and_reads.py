@@ -113,3 +113,36 @@ def test_read_without_a_known_leader_is_refused() -> None:
     net = Network()
     with pytest.raises(NotLeader):
         net.core(2).read_index(b"nobody")
+
+
+HARNESS_ELECTION_TIMEOUT_TICKS = 10  # make_config's default in the harness
+
+
+def test_transfer_requests_must_not_hold_off_check_quorum() -> None:
+    """Pitfall 8: a leader that hears from no quorum within an election timeout steps down.
+
+    Transfers are timed by their own counter (pitfall 19). Had they reset the one that
+    times CheckQuorum, as etcd's raft does, transfer requests to alternating targets would
+    keep an isolated leader's CheckQuorum window from ever closing: it would believe it
+    leads for ever while the majority elects a new leader in a higher term.
+    """
+    net = Network()
+    net.elect(1)
+    net.isolate(1)
+    targets = (NodeId(2), NodeId(3))
+    stepped_down_at = None
+    for tick in range(10 * HARNESS_ELECTION_TIMEOUT_TICKS):
+        if tick % 5 == 0 and net.core(1).role is Role.LEADER:
+            net.core(1).transfer_leadership(targets[(tick // 5) % 2])
+        net.tick_all(1)
+        if net.core(1).role is not Role.LEADER:
+            stepped_down_at = tick
+            break
+    majority_leader = [i for i in (2, 3) if net.core(i).role is Role.LEADER]
+    assert majority_leader, "the majority side elected its own leader meanwhile"
+    assert stepped_down_at is not None, (
+        f"isolated leader 1 still leads term {net.core(1).term} after "
+        f"{10 * HARNESS_ELECTION_TIMEOUT_TICKS} ticks; node {majority_leader[0]} leads term "
+        f"{net.core(majority_leader[0]).term}"
+    )
+    assert stepped_down_at < 2 * HARNESS_ELECTION_TIMEOUT_TICKS

@@ -94,6 +94,10 @@ class NodeRuntime:
         self._wakeup = asyncio.Event()
         self._stopping = False
         self._read_counter = 0
+        # ReadIndex contexts must never repeat: a leader merges a read into a pending one
+        # with the same context, and a restarted follower whose counter began again at 0
+        # would get the older read's index (a stale read). The incarnation tells them apart.
+        self._incarnation = os.urandom(8).hex()
         self._rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.stats = {"cycles": 0, "entries_applied": 0, "commands_applied": 0, "dropped": 0}
         for shard_id in topology.shards_on(node_id):
@@ -295,7 +299,7 @@ class NodeRuntime:
             return
         reads, replica.reads_unsent = replica.reads_unsent, []
         self._read_counter += 1
-        context = f"r{self.node_id}-{self._read_counter}".encode()
+        context = f"r{self.node_id}-{self._incarnation}-{self._read_counter}".encode()
         try:
             replica.core.read_index(context)
         except ProposalDropped as dropped:

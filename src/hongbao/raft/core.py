@@ -107,6 +107,9 @@ class RaftCore:
         self._votes: dict[NodeId, bool] = {}
         self._progress: dict[NodeId, Progress] = {}
         self._leader_transferee: NodeId = NONE
+        # Times the transfer alone: sharing the CheckQuorum counter would let a stream of
+        # transfer requests keep an isolated leader from ever stepping down (pitfall 8).
+        self._transfer_elapsed_ticks = 0
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly(config.pending_reads_max)
         self._reads_before_commit: list[Message] = []
@@ -368,10 +371,12 @@ class RaftCore:
             self._election_elapsed_ticks = 0
             if self.config.check_quorum:
                 self._step(Message(MT.CHECK_QUORUM, from_=self.node_id))
-            if self.role is Role.LEADER and self._leader_transferee != NONE:
-                self._leader_transferee = NONE  # pitfall 19: abandon a slow transfer
         if self.role is not Role.LEADER:
             return
+        if self._leader_transferee != NONE:
+            self._transfer_elapsed_ticks += 1
+            if self._transfer_elapsed_ticks >= self.config.election_timeout_ticks:
+                self._leader_transferee = NONE  # pitfall 19: abandon a slow transfer
         self._expire_snapshot_sends()
         if self._heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks:
             self._heartbeat_elapsed_ticks = 0
@@ -404,6 +409,7 @@ class RaftCore:
         self._heartbeat_elapsed_ticks = 0
         self._reset_randomized_election_timeout()
         self._leader_transferee = NONE
+        self._transfer_elapsed_ticks = 0
         self._votes = {}
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly(self.config.pending_reads_max)
@@ -756,7 +762,7 @@ class RaftCore:
     def _handle_transfer_leader(self, target: NodeId) -> None:
         if target == self.node_id or target == self._leader_transferee:
             return
-        self._election_elapsed_ticks = 0  # the transfer must finish within a timeout
+        self._transfer_elapsed_ticks = 0  # the transfer must finish within a timeout
         self._leader_transferee = target
         progress = self._progress[target]
         if progress.match == self._log.last_index():
