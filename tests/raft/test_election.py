@@ -196,3 +196,30 @@ def test_messages_not_from_the_leader_do_not_hold_off_an_election() -> None:
             break
     assert campaigned_at is not None, "messages from non-leaders kept resetting the timer"
     assert follower.term == 2  # a pre-vote campaign does not raise the term yet
+
+
+def _campaign_intervals(seed: int, *, pre_vote: bool, campaigns: int = 12) -> list[int]:
+    net = Network(seed=seed, pre_vote=pre_vote, check_quorum=pre_vote)
+    net.elect(1)
+    net.isolate(3)
+    started, intervals = 0, []
+    for tick in range(1, 40 * campaigns):
+        net.tick(3)
+        if any(m.type in (MT.PRE_VOTE, MT.VOTE) for m in net.process(3)):
+            intervals.append(tick - started)
+            started = tick
+            if len(intervals) == campaigns:
+                break
+    return intervals
+
+
+def test_each_election_of_a_node_draws_a_fresh_timeout_from_the_seeded_generator() -> None:
+    # Pitfall 6: the core redraws on every role/term change (etcd does the same), so each
+    # campaign of a node that keeps losing waits a timeout of its own in [10, 20).
+    for pre_vote in (True, False):
+        intervals = _campaign_intervals(seed=1, pre_vote=pre_vote)
+        assert len(intervals) == 12
+        assert all(10 <= t < 20 for t in intervals), intervals
+        assert len(set(intervals)) >= 3, f"timeouts are not drawn afresh: {intervals}"
+        assert _campaign_intervals(seed=1, pre_vote=pre_vote) == intervals
+        assert _campaign_intervals(seed=2, pre_vote=pre_vote) != intervals

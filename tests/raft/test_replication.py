@@ -249,3 +249,39 @@ def test_leader_restart_keeps_log_and_term() -> None:
     assert net.core(1).term == 1
     assert net.core(1).commit_index == 2
     assert net.core(1).last_index == 2
+
+
+def test_rejected_append_drops_a_replicating_follower_back_to_probing() -> None:
+    # Pitfall 12: pipeline while appends succeed, one message at a time after a rejection.
+    net = Network(
+        pre_vote=False, check_quorum=False, inflight_messages_max=4, entries_per_message_max=1
+    )
+    net.elect(1)
+    net.cut(1, 3)
+    leader = net.core(1)
+    assert leader.status().peers[NodeId(2)].state == "replicate"
+    for i in range(4):
+        leader.propose(b"p%d" % i)
+    pipelined = [m for m in net.process(1) if m.type is MT.APP and m.to == 2]
+    assert len(pipelined) == 4
+    net.deliver(pipelined[1:])  # the first one is lost: 2 rejects the other three
+    rejects = net.process(2)
+    assert len(rejects) == 3
+    assert all(m.reject for m in rejects)
+    net.deliver(rejects)
+    assert leader.status().peers[NodeId(2)].state == "probe"
+    for i in range(4, 8):
+        leader.propose(b"p%d" % i)
+    probes = [m for m in net.process(1) if m.type is MT.APP and m.to == 2]
+    assert len(probes) == 1, "a probing follower gets one append in flight, not a window"
+    assert probes[0].index == pipelined[0].index
+    net.deliver(probes)
+    [ack] = net.process(2)
+    assert not ack.reject
+    net.deliver([ack])
+    assert leader.status().peers[NodeId(2)].state == "replicate"
+    window = [m for m in net.process(1) if m.type is MT.APP and m.to == 2]
+    assert len(window) == 4, "pipelining resumes once the probe is acknowledged"
+    net.deliver(window)
+    net.stabilize()
+    assert net.applied_data(2) == [b"p%d" % i for i in range(8)]

@@ -7,6 +7,7 @@ import pytest
 from hongbao.raft.confchange import ConfChange, ConfChangeError, ConfChangeType
 from hongbao.raft.errors import ProposalDropped
 from hongbao.raft.types import (
+    ConfState,
     Entry,
     Message,
     MessageType,
@@ -207,3 +208,86 @@ def test_restart_rebuilds_the_configuration_from_the_log() -> None:
     net.stabilize()
     net.restart(2)
     assert net.core(2).conf_state.learners == {7}
+
+
+def learner_network(voters: set[int], learners: set[int]) -> Network:
+    conf = ConfState(
+        voters=frozenset(NodeId(i) for i in voters),
+        learners=frozenset(NodeId(i) for i in learners),
+    )
+    net = Network(ids=sorted(voters))
+    for node in sorted(voters | learners):
+        net.add_replica(node, conf)
+    return net
+
+
+def test_learner_acks_never_commit_an_entry() -> None:
+    # Pitfall 24: leader + 2 learners are 3 of 5 members, but only 1 of 3 voters.
+    net = learner_network({1, 2, 3}, {4, 5})
+    net.elect(1)
+    committed = net.core(1).commit_index
+    net.isolate(2)
+    net.isolate(3)
+    net.core(1).propose(b"learners only")
+    net.tick_all(5)
+    assert net.core(4).last_index == net.core(5).last_index == net.core(1).last_index
+    assert net.core(1).status().peers[NodeId(4)].match == net.core(1).last_index
+    assert net.core(1).commit_index == committed
+    assert b"learners only" not in net.applied_data(1)
+    net.heal()
+    net.tick_all(2)
+    assert b"learners only" in net.applied_data(4)
+
+
+def test_learner_acks_never_confirm_a_read_index() -> None:
+    # Pitfall 24 (and 17): the heartbeat round must be acknowledged by a quorum of voters.
+    net = learner_network({1, 2, 3}, {4, 5})
+    net.elect(1)
+    net.isolate(2)
+    net.isolate(3)
+    net.core(1).read_index(b"read")
+    net.stabilize()
+    acks = [m for m in net.sent if m.type is MT.HEARTBEAT_RESP and m.context == b"read"]
+    assert {m.from_ for m in acks} == {4, 5}
+    assert net.replicas[1].read_states == []
+    net.heal()
+    net.tick_all(1)
+    assert [r.context for r in net.replicas[1].read_states] == [b"read"]
+
+
+def test_learners_do_not_keep_an_isolated_leader_in_power() -> None:
+    # Pitfall 24 (and 8): CheckQuorum counts voters only; learners still answer heartbeats.
+    net = learner_network({1, 2, 3}, {4, 5})
+    net.elect(1)
+    net.isolate(2)
+    net.isolate(3)
+    net.sent.clear()
+    net.tick_all(2 * 10)  # election_timeout_ticks is 10 in the harness
+    assert {m.from_ for m in net.sent if m.type is MT.HEARTBEAT_RESP} == {4, 5}
+    assert net.core(1).role is Role.FOLLOWER
+
+
+@pytest.mark.parametrize(("pre_vote", "check_quorum"), [(True, True), (True, False), (False, True)])
+def test_removed_follower_that_keeps_campaigning_does_not_disrupt(
+    pre_vote: bool, check_quorum: bool
+) -> None:
+    # Pitfall 25: node 3 misses its own removal and keeps campaigning in the old config.
+    net = Network(pre_vote=pre_vote, check_quorum=check_quorum)
+    net.elect(1)
+    net.core(1).propose(b"x")
+    net.stabilize()
+    net.isolate(3)
+    net.core(1).propose_conf_change(ConfChange(REMOVE, NodeId(3)))
+    net.stabilize()
+    assert net.core(1).conf_state.voters == {1, 2}
+    assert net.core(3).conf_state.voters == {1, 2, 3}
+    net.heal()
+    net.sent.clear()
+    net.tick_all(100)
+    campaigns = [m for m in net.sent if m.type in (MT.PRE_VOTE, MT.VOTE) and m.from_ == 3]
+    assert {m.to for m in campaigns} == {1, 2}, "node 3 should have kept campaigning"
+    assert net.leader() == 1
+    assert net.core(1).term == net.core(2).term == 1
+    net.core(1).propose(b"still leading")
+    net.tick_all(2)
+    assert b"still leading" in net.applied_data(2)
