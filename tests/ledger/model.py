@@ -98,7 +98,8 @@ class Model:
         self.sent: dict[tuple[int, int], list[Credit]] = defaultdict(list)
         self.acked: dict[tuple[int, int], int] = defaultdict(int)
         self.applied: dict[tuple[int, int], int] = defaultdict(int)
-        self.memory: list[OrderedDict[str, tuple[Command, Result]]] = [
+        # request id -> (command, first result, shard clock when remembered), oldest first
+        self.memory: list[OrderedDict[str, tuple[Command, Result, int]]] = [
             OrderedDict() for _ in range(shard_count)
         ]
         self.deposits = self.withdrawals = 0
@@ -124,15 +125,19 @@ class Model:
             return
         memory = self.memory[shard]
         if command.request_id in memory:
-            first_command, first_result = memory[command.request_id]
+            first_command, first_result, _ = memory[command.request_id]
             if first_command == command:
                 expect(actual == first_result, f"retry answered {actual}, first {first_result}")
             else:
                 self.refused(actual, Reason.REQUEST_ID_REUSED)
             return
         self.client(shard, command, actual)
-        memory[command.request_id] = (command, actual)
+        memory[command.request_id] = (command, actual, self.clock[shard])
+        kept_after = self.clock[shard] - self.limits.idempotency_retention_ms
         for _ in range(min(len(memory) - self.limits.idempotency_results_max, EVICT_MAX)):
+            _, (_, _, remembered_at) = next(iter(memory.items()))
+            if remembered_at > kept_after:
+                break  # never forget a request within the retention
             memory.popitem(last=False)
 
     def refused(self, actual: Result, reason: Reason) -> None:

@@ -53,11 +53,16 @@ def test_a_reused_request_id_is_refused_and_the_first_answer_stays() -> None:
     assert c.one(0, Deposit("dep-1", alice, 700)) == first
 
 
+RETENTION_MS = Limits().idempotency_retention_ms
+
+
 def test_the_window_forgets_the_oldest_ids_first() -> None:
     c = Cluster(shard_count=1, limits=Limits(idempotency_results_max=3))
     (alice,) = c.users(0, 1)
-    for n in range(4):
+    for n in range(3):
         c.one(0, Deposit(f"dep-{n}", alice, 1))
+    c.now_ms += RETENTION_MS  # dep-0..dep-2 are now old enough to be forgotten
+    c.one(0, Deposit("dep-3", alice, 1))
     assert read_state(c.stores[0]).idempotency_count == 3
     # dep-3..dep-1 are remembered: retries change nothing.
     assert ok(c.one(0, Deposit("dep-1", alice, 1)), AccountView).balance_fen == 2
@@ -65,16 +70,37 @@ def test_the_window_forgets_the_oldest_ids_first() -> None:
     assert ok(c.one(0, Deposit("dep-0", alice, 1)), AccountView).balance_fen == 5
 
 
+def test_no_id_is_forgotten_within_the_retention_however_many_come_after() -> None:
+    # A burst of newer requests must not push out one a client may still retry: the
+    # table grows past idempotency_results_max until the old ids age out.
+    c = Cluster(shard_count=1, limits=Limits(idempotency_results_max=3))
+    (alice,) = c.users(0, 1)
+    first = c.one(0, Deposit("dep-0", alice, 1))
+    c.now_ms += RETENTION_MS - 1
+    c.apply(0, *(Deposit(f"burst-{n}", alice, 1) for n in range(20)))
+    assert read_state(c.stores[0]).idempotency_count == 21
+    assert c.one(0, Deposit("dep-0", alice, 1)) == first  # answered, not applied again
+    c.now_ms += 1  # dep-0 is now RETENTION_MS old: the next ids may evict it
+    c.one(0, Deposit("after-0", alice, 1))
+    assert ok(c.one(0, Deposit("dep-0", alice, 1)), AccountView).balance_fen == 23
+    assert read_state(c.stores[0]).idempotency_count <= 22
+
+
 def test_shrinking_the_window_drains_it_a_few_ids_per_command() -> None:
     c = Cluster(shard_count=1, limits=Limits(idempotency_results_max=100))
     (alice,) = c.users(0, 1)
     c.apply(0, *(Deposit(f"dep-{n}", alice, 1) for n in range(30)))
+    c.now_ms += RETENTION_MS
     c.one(0, SetLimits("shrink", Limits(idempotency_results_max=2)))
     counts = []
     for n in range(5):
         c.one(0, Deposit(f"more-{n}", alice, 1))
         counts.append(read_state(c.stores[0]).idempotency_count)
-    # SetLimits's own record already evicts 8; then 8 per new id until the window holds.
-    assert counts == [16, 9, 2, 2, 2]
+    # SetLimits's own record already evicts 8; then 8 per new id until only ids within
+    # the retention are left (SetLimits's and the new ones), which are kept.
+    assert counts == [16, 9, 4, 5, 6]
+    c.now_ms += RETENTION_MS
+    c.one(0, Deposit("later", alice, 1))
+    assert read_state(c.stores[0]).idempotency_count == 2
     assert c.stores[0].row_count(Table.IDEMPOTENCY) == 2
     assert c.stores[0].row_count(Table.IDEMPOTENCY_ORDER) == 2

@@ -64,6 +64,7 @@ LIMITS = Limits(
     envelope_total_max_fen=4_000,
     envelope_ttl_ms=150_000,
     idempotency_results_max=12,
+    idempotency_retention_ms=60_000,  # some ids age out within a run, some do not
     batch_commands_max=3,
     history_limit_max=10,
     expire_batch_max=2,

@@ -3,11 +3,13 @@
 Rules of this module: a client command is keyed by its ``request_id``. The first time it
 applies, its result is stored with a fingerprint of the command; a retry with the same
 fingerprint gets that stored result back and touches nothing; the same id with a different
-command is refused (REQUEST_ID_REUSED) and the stored result stays. The memory is bounded:
-at most ``Limits.idempotency_results_max`` ids per shard, the oldest *by apply order*
-evicted first (a second table maps apply ordinal -> request id). A retry that comes after
-its id was evicted is applied again: the window must be sized beyond the clients' retry
-horizon. Lookups never write, so a retry leaves the store byte-identical.
+command is refused (REQUEST_ID_REUSED) and the stored result stays. Beyond
+``Limits.idempotency_results_max`` ids per shard the oldest *by apply order* is evicted
+(a second table maps apply ordinal -> the shard clock then and the request id), but never
+one younger than ``Limits.idempotency_retention_ms``: a retry within that time always gets
+the first result. A retry that comes after its id was evicted is applied again, so the
+retention must exceed the clients' retry horizon. Lookups never write, so a retry leaves
+the store byte-identical.
 """
 
 from __future__ import annotations
@@ -47,11 +49,15 @@ def remember(books: Books, *, request_id: str, fingerprint: str, result: Result)
     ordinal = state.idempotency_ordinal_last + 1
     record = IdempotencyRecord(request_id, ordinal, fingerprint, result)
     save(books.store, Table.IDEMPOTENCY, key, record)
-    books.store.put(Table.IDEMPOTENCY_ORDER, u64(ordinal), key)
+    books.store.put(Table.IDEMPOTENCY_ORDER, u64(ordinal), u64(books.now_ms) + key)
     count = state.idempotency_count + 1
     overflow = min(count - books.limits.idempotency_results_max, EVICTIONS_PER_RECORD_MAX)
     if overflow > 0:
-        for order_key, old_key in books.store.scan(Table.IDEMPOTENCY_ORDER, limit=overflow):
+        kept_after_ms = books.now_ms - books.limits.idempotency_retention_ms
+        for order_key, value in books.store.scan(Table.IDEMPOTENCY_ORDER, limit=overflow):
+            remembered_at_ms, old_key = int.from_bytes(value[:8], "big"), value[8:]
+            if remembered_at_ms > kept_after_ms:
+                break  # this one and every later one are within the retention: keep them
             invariant(old_key != key, "evicting the id just remembered")
             books.store.delete(Table.IDEMPOTENCY_ORDER, order_key)
             books.store.delete(Table.IDEMPOTENCY, old_key)

@@ -60,8 +60,14 @@ class Limits:
     """Unclaimed money returns to the sender after this (24 h, weakly sourced)."""
 
     idempotency_results_max: int = 100_000
-    """Most request ids remembered per shard; the oldest by apply order is evicted first.
-    A retry arriving after this many newer requests on its shard is applied again."""
+    """Request ids remembered per shard before the oldest (by apply order) may be evicted;
+    one younger than ``idempotency_retention_ms`` is kept even past this count."""
+
+    idempotency_retention_ms: int = 600_000
+    """Every request id is remembered at least this long, by the shard's clock (10 min:
+    well beyond a client's retry horizon), however many newer requests arrive meanwhile.
+    Under a burst the table grows past ``idempotency_results_max`` rather than forget a
+    request a client may still retry: a payment applied twice is worse than disk used."""
 
     batch_commands_max: int = 1_000
     """Most commands in one log entry."""

@@ -45,7 +45,7 @@ class Table(enum.StrEnum):
     OUTBOX = "outbox"  # destination shard, seq -> OutboxEntry (until acknowledged)
     INBOX = "inbox"  # source shard -> last applied seq from that source
     IDEMPOTENCY = "idempotency"  # request id -> IdempotencyRecord
-    IDEMPOTENCY_ORDER = "idempotency_order"  # apply ordinal -> request id (for eviction)
+    IDEMPOTENCY_ORDER = "idempotency_order"  # apply ordinal -> u64 clock ms, request id
 
 
 @runtime_checkable
