@@ -22,6 +22,7 @@ from hongbao.ledger.records import (
     META_IDENTITY,
     META_LIMITS,
     META_STATE,
+    MONEY_FIELDS,
     Account,
     HistoryEntry,
     JournalTx,
@@ -137,17 +138,6 @@ def open_books(store: LedgerStore, ts_ms: int) -> Books:
 def close_books(books: Books) -> None:
     invariant(books.state.conserved(), f"closing unbalanced books: {books.state}")
     save(books.store, Table.META, META_STATE, books.state)
-
-
-MONEY_FIELDS = (
-    "balances_fen",
-    "escrow_fen",
-    "outbox_fen",
-    "deposits_fen",
-    "withdrawals_fen",
-    "delivered_in_fen",
-    "settled_out_fen",
-)
 
 
 def check_delta(books: Books, before: ShardState, expected: dict[str, int], what: str) -> None:
