@@ -131,7 +131,10 @@ class HongbaoClient:
                 error = error_from_rpc_error(rpc_error)
             if not isinstance(error, RetryableError):
                 raise error
-            last = error
+            # Once an attempt may have applied the command, the answer stays "maybe": a
+            # later NOT_LEADER says nothing about that earlier attempt.
+            if last is None or not last.outcome_unknown or error.outcome_unknown:
+                last = error
             self.retries += 1
             self._learn(shard_id, error, node_id)
             hint = error.leader_hint
@@ -243,6 +246,7 @@ class HongbaoClient:
         """Run (shard, operation) pairs: one Batch.Execute per leader, NOT_LEADER retried."""
         results: list[ledger_pb2.OperationResult | None] = [None] * len(operations)
         todo = list(range(len(operations)))
+        maybe_applied: set[int] = set()  # positions an attempt may have applied
         backoff_s = BACKOFF_S_MIN
         for _ in range(self.options.attempts_max):
             if not todo:
@@ -251,7 +255,7 @@ class HongbaoClient:
             for position in todo:
                 by_node.setdefault(self._leaders[operations[position][0]], []).append(position)
             rounds = [
-                self._execute_on(node, positions, operations, results)
+                self._execute_on(node, positions, operations, results, maybe_applied)
                 for node, positions in sorted(by_node.items())
             ]
             todo = sorted(p for again in await asyncio.gather(*rounds) for p in again)
@@ -259,7 +263,13 @@ class HongbaoClient:
                 await asyncio.sleep(backoff_s)
                 backoff_s = min(2 * backoff_s, BACKOFF_S_MAX)
         for position in todo:
-            error = make_error(ErrorReason.UNAVAILABLE, "no leader answered in time")
+            if position in maybe_applied:
+                error = make_error(
+                    ErrorReason.OUTCOME_UNKNOWN,
+                    "an earlier attempt may have applied it; retry with the same request id",
+                )
+            else:
+                error = make_error(ErrorReason.UNAVAILABLE, "no leader answered in time")
             results[position] = ledger_pb2.OperationResult(error=error_to_proto(error))
         return [r if r is not None else ledger_pb2.OperationResult() for r in results]
 
@@ -269,6 +279,7 @@ class HongbaoClient:
         positions: list[int],
         operations: Sequence[tuple[int, ledger_pb2.Operation]],
         results: list[ledger_pb2.OperationResult | None],
+        maybe_applied: set[int],
     ) -> list[int]:
         request = ledger_pb2.ExecuteRequest(operations=[operations[p][1] for p in positions])
         try:
@@ -281,6 +292,8 @@ class HongbaoClient:
                 raise error from None
             for position in positions:
                 self._learn(operations[position][0], error, node_id)
+            if error.outcome_unknown:  # e.g. the deadline passed: the node may have applied
+                maybe_applied.update(positions)
             self.retries += len(positions)
             return positions
         again: list[int] = []
@@ -289,6 +302,8 @@ class HongbaoClient:
                 error = error_from_proto(result.error)
                 if isinstance(error, RetryableError):
                     self._learn(operations[position][0], error, node_id)
+                    if error.outcome_unknown:
+                        maybe_applied.add(position)
                     again.append(position)
                     self.retries += 1
                     continue

@@ -241,6 +241,8 @@ class NodeRuntime:
         Raises NOT_LEADER (with a hint) or OVERLOADED at once when it cannot be queued.
         """
         replica = self._replica(shard_id)
+        if self._stopping:
+            raise make_error(ErrorReason.UNAVAILABLE, "the node is shutting down")
         if not replica.is_leader:
             raise self.not_leader(shard_id)
         if len(replica.pending) >= self.limits.pending_commands_per_shard_max:
@@ -274,6 +276,19 @@ class NodeRuntime:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
+        replaced = replica.inflight.pop(index, None)
+        if replaced is not None:
+            # Our entry of an earlier term at this index was truncated away and nobody will
+            # ever apply it here. Say "maybe" (pitfall 16): a retry finds out.
+            error = make_error(
+                ErrorReason.OUTCOME_UNKNOWN,
+                "leadership changed before the command committed; retry with the same"
+                " request id",
+                shard_id=replica.shard_id,
+            )
+            for future in replaced.futures:
+                if not future.done():
+                    future.set_exception(error)
         replica.inflight[index] = InflightEntry(term, [item.future for item in taken])
         if replica.pending:
             self._wakeup.set()
@@ -283,6 +298,8 @@ class NodeRuntime:
     def read_barrier(self, shard_id: int) -> asyncio.Future[int]:
         """Resolves once this leader may serve a linearizable read of ``shard_id``."""
         replica = self._replica(shard_id)
+        if self._stopping:
+            raise make_error(ErrorReason.UNAVAILABLE, "the node is shutting down")
         if not replica.is_leader:
             raise self.not_leader(shard_id)
         pending_count = len(replica.reads_unsent) + len(replica.reads_confirmed)
@@ -396,7 +413,10 @@ class NodeRuntime:
             replica.reads_confirmed.extend(reads)
         if replica.reads_confirmed:
             replica.release_reads(replica.core.applied_index)
-        if ready.soft_state is not None and ready.soft_state.role is not Role.LEADER:
+        stepped_down = ready.soft_state is not None and ready.soft_state.role is not Role.LEADER
+        if stepped_down or ready.lost_leadership:
+            # lost_leadership also covers losing and regaining office within one cycle:
+            # the core forgot the pending ReadIndex rounds of the old term either way.
             error = self.not_leader(replica.shard_id)
             replica.fail_pending(error)
             replica.fail_reads(error)
