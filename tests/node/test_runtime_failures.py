@@ -14,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from hongbao.ledger import Deposit
-from hongbao.node.errors import HongbaoError
+from hongbao.node.errors import ErrorReason, HongbaoError, RetryableError
 from hongbao.node.runtime import NodeRuntime
 from hongbao.node.storage import Durability, NodeEnv
+from hongbao.raft.errors import ProposalDropped
 from hongbao.raft.types import Entry, Message, NodeId
 from hongbao.raft.types import MessageType as MT
 from hongbao.topology import parse_topology
@@ -222,7 +223,6 @@ import grpc  # noqa: E402
 
 from hongbao.client import ClientOptions, HongbaoClient  # noqa: E402
 from hongbao.node.errors import (  # noqa: E402
-    ErrorReason,
     LeaderHint,
     error_from_proto,
     error_to_proto,
@@ -291,3 +291,23 @@ def test_client_batch_keeps_outcome_unknown_after_later_not_leader() -> None:
 
     error = asyncio.run(scenario())
     assert error.outcome_unknown, f"the deposit may have been applied, the client says {error!r}"
+
+
+def test_a_refusal_by_the_leader_itself_makes_the_client_back_off(tmp_path: Path) -> None:
+    # The core refuses a proposal or read before it enters the log when this leader is
+    # too busy (uncommitted bytes, pending reads). NOT_LEADER naming ourselves would send
+    # the client straight back without a pause; UNAVAILABLE makes it back off.
+    async def scenario() -> HongbaoError:
+        h = Harness(tmp_path, ONE_NODE)
+        try:
+            await h.elect()
+            replica = h.runtime.replicas[0]
+            refused = ProposalDropped("too many uncommitted bytes", NodeId(1))
+            return h.runtime.dropped_error(replica, refused)
+        finally:
+            h.close()
+
+    error = asyncio.run(scenario())
+    assert error.reason is ErrorReason.UNAVAILABLE
+    assert isinstance(error, RetryableError)
+    assert not error.outcome_unknown  # nothing entered the log: a definite "not applied"

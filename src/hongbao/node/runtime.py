@@ -271,7 +271,7 @@ class NodeRuntime:
         try:
             index, term = replica.core.propose(data)
         except ProposalDropped as dropped:
-            error = self.not_leader(replica.shard_id, str(dropped), int(dropped.leader_hint))
+            error = self.dropped_error(replica, dropped)
             for item in taken:
                 if not item.future.done():
                     item.future.set_exception(error)
@@ -320,7 +320,7 @@ class NodeRuntime:
         try:
             replica.core.read_index(context)
         except ProposalDropped as dropped:
-            error = self.not_leader(replica.shard_id, str(dropped))
+            error = self.dropped_error(replica, dropped)
             for read in reads:
                 if not read.future.done():
                     read.future.set_exception(error)
@@ -457,6 +457,19 @@ class NodeRuntime:
                 shard_id=shard_id,
             )
         return replica
+
+    def dropped_error(self, replica: ShardReplica, dropped: ProposalDropped) -> HongbaoError:
+        """What to tell a client whose command or read the core refused (never logged).
+
+        Refused by this very leader (too many uncommitted bytes or pending reads, or not
+        ready yet): UNAVAILABLE, so the client backs off before trying here again. A
+        NOT_LEADER naming ourselves would send it straight back, attempt after attempt.
+        Refused because leadership is moving (a transfer): NOT_LEADER naming the target.
+        """
+        hint = int(dropped.leader_hint)
+        if replica.is_leader and hint in (0, self.node_id):
+            return make_error(ErrorReason.UNAVAILABLE, str(dropped), shard_id=replica.shard_id)
+        return self.not_leader(replica.shard_id, str(dropped), hint)
 
     def not_leader(self, shard_id: int, why: str = "", leader_hint: int = 0) -> HongbaoError:
         """NOT_LEADER, naming the leader to try (a transfer's target while one runs)."""
