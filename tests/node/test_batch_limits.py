@@ -25,14 +25,7 @@ from hongbao.node.storage import Durability, NodeEnv
 from hongbao.node.transport import TransportLimits
 from hongbao.topology import parse_topology
 from tests.ledger.helpers import Cluster
-
-ONE_NODE = {
-    "shard_count": 1,
-    "replication_factor": 1,
-    "regions": [{"name": "shenzhen"}],
-    "nodes": [{"id": 1, "region": "shenzhen", "host": "127.0.0.1", "port": 7999}],
-}
-
+from tests.node.topologies import ONE_NODE
 
 # -- log entries: at most batch_commands_max commands ---------------------
 

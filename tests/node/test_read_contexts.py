@@ -13,13 +13,8 @@ from pathlib import Path
 from hongbao.node.runtime import NodeRuntime
 from hongbao.node.storage import Durability, NodeEnv
 from hongbao.topology import parse_topology
+from tests.node.topologies import ONE_NODE
 
-ONE_NODE = {
-    "shard_count": 1,
-    "replication_factor": 1,
-    "regions": [{"name": "shenzhen"}],
-    "nodes": [{"id": 1, "region": "shenzhen", "host": "127.0.0.1", "port": 7999}],
-}
 CYCLES_MAX = 50
 
 
