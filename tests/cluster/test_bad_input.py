@@ -428,17 +428,17 @@ def test_batch_over_the_maximum_and_empty_operations(cluster: Harness) -> None:
 # -- FAILED_PRECONDITION ------------------------------------------------------------------
 
 
-def test_insufficient_funds(cluster: Harness) -> None:
-    shard_id = 7
-    user, other = user_on(cluster, shard_id, "poor"), user_on(cluster, 8, "poor-to")
-    assert deposit(cluster, user, 1_000) == 1_000
-    calls = [
+def payments_out(
+    user: str, other: str, *, amount_fen: int, envelope_total_fen: int
+) -> list[Callable[[grpc.Channel], object]]:
+    """The three ways money leaves a wallet: withdraw, transfer, send an envelope."""
+    return [
         lambda ch: stubs.WalletStub(ch).Withdraw(
-            ledger_pb2.WithdrawRequest(request_id=rid(), user_id=user, amount_fen=1_001)
+            ledger_pb2.WithdrawRequest(request_id=rid(), user_id=user, amount_fen=amount_fen)
         ),
         lambda ch: stubs.WalletStub(ch).Transfer(
             ledger_pb2.TransferRequest(
-                request_id=rid(), from_user_id=user, to_user_id=other, amount_fen=1_001
+                request_id=rid(), from_user_id=user, to_user_id=other, amount_fen=amount_fen
             )
         ),
         lambda ch: stubs.EnvelopesStub(ch).Send(
@@ -446,11 +446,18 @@ def test_insufficient_funds(cluster: Harness) -> None:
                 request_id=rid(),
                 sender_user_id=user,
                 kind=ledger_pb2.ENVELOPE_KIND_LUCKY,
-                total_fen=1_001,
+                total_fen=envelope_total_fen,
                 count=2,
             )
         ),
     ]
+
+
+def test_insufficient_funds(cluster: Harness) -> None:
+    shard_id = 7
+    user, other = user_on(cluster, shard_id, "poor"), user_on(cluster, 8, "poor-to")
+    assert deposit(cluster, user, 1_000) == 1_000
+    calls = payments_out(user, other, amount_fen=1_001, envelope_total_fen=1_001)
     for call in calls:
         assert_refused(cluster, shard_id, call, C.FAILED_PRECONDITION, R.INSUFFICIENT_FUNDS)
     after = balance(cluster, user)
@@ -468,25 +475,7 @@ def test_frozen_account_cannot_pay(cluster: Harness) -> None:
     assert deposit(cluster, user, 50_000) == 50_000
     freeze = ledger_pb2.FreezeRequest(request_id=rid(), user_id=user)
     assert on_leader(cluster, shard_id, lambda ch: stubs.WalletStub(ch).Freeze(freeze)).frozen
-    calls = [
-        lambda ch: stubs.WalletStub(ch).Transfer(
-            ledger_pb2.TransferRequest(
-                request_id=rid(), from_user_id=user, to_user_id=other, amount_fen=10
-            )
-        ),
-        lambda ch: stubs.WalletStub(ch).Withdraw(
-            ledger_pb2.WithdrawRequest(request_id=rid(), user_id=user, amount_fen=10)
-        ),
-        lambda ch: stubs.EnvelopesStub(ch).Send(
-            ledger_pb2.SendRequest(
-                request_id=rid(),
-                sender_user_id=user,
-                kind=ledger_pb2.ENVELOPE_KIND_LUCKY,
-                total_fen=100,
-                count=2,
-            )
-        ),
-    ]
+    calls = payments_out(user, other, amount_fen=10, envelope_total_fen=100)
     for call in calls:
         assert_refused(cluster, shard_id, call, C.FAILED_PRECONDITION, R.ACCOUNT_FROZEN)
     after = balance(cluster, user)
