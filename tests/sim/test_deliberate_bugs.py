@@ -1,9 +1,11 @@
 """Each deliberate bug is caught by the simulator within a bounded number of seeds.
 
 This is the test of the tests: a simulator that cannot fail proves nothing. For each bug
-the first failing seed must break a safety invariant, the same seed must pass with the
-bug switched off (so the bug, not the simulator, broke it), and a replay must fail the
-same way. A scripted Figure 8 shows the exact history the ``figure8`` profile hunts for.
+the first failing seed must break the invariant that bug breaks (a safety invariant; for
+the reverted fixes of issue 6, an invariant inside the core, liveness after healing, or
+the membership a snapshot records), the same seed must pass with the bug switched off
+(so the bug, not the simulator, broke it), and a replay must fail the same way. A
+scripted Figure 8 shows the exact history the ``figure8`` profile hunts for.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ SAFETY = {
 }
 # The core's own "was the log lost?" invariant is a fair catch of lost unsynced writes.
 LOST_WRITES = SAFETY | {ViolationKind.CRASH.value}
+RAISES = {ViolationKind.CRASH.value}  # the core raised inside step (an invariant fired)
+STUCK = {ViolationKind.LIVENESS.value}
+MEMBERSHIP = {ViolationKind.MEMBERSHIP.value}
 
 
 def first_failure(config: SimConfig, seeds_max: int) -> SeedResult:
@@ -52,6 +57,11 @@ def first_failure(config: SimConfig, seeds_max: int) -> SeedResult:
         ("commit_old_term_by_count", "figure8", 200, SAFETY),
         ("vote_without_log_check", "default", 50, SAFETY),
         ("ack_before_persist", "crashy", 50, LOST_WRITES),
+        # The four fixes of issue 6, each reverted, under the profile that hunts for it.
+        ("requeue_reads_unchecked", "tight-limits", 10, RAISES),
+        ("leader_removes_itself_from_two", "two-voters", 60, STUCK),
+        ("conf_state_from_unapplied_snapshot", "default", 20, MEMBERSHIP),
+        ("stale_vote_unanswered", "no-prevote", 100, STUCK),
     ],
 )
 def test_each_deliberate_bug_is_caught(

@@ -37,6 +37,8 @@ def batch() -> BatchResult:
         "messages_duplicated",
         "messages_reordered",
         "messages_delayed",
+        "messages_replayed",
+        "mid_ready_crashes",
         # what the cluster did under them
         "elections",
         "commits",

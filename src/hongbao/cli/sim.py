@@ -37,6 +37,10 @@ JSON_COUNTERS = (
     "messages_lost",
     "messages_duplicated",
     "messages_reordered",
+    "messages_replayed",
+    "mid_ready_crashes",
+    "two_voter_configs",
+    "leader_self_removals",
 )
 FAILURES_SHOWN_MAX = 10
 

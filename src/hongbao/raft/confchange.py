@@ -4,6 +4,17 @@ One change at a time: the leader refuses a new change while an earlier one is
 uncommitted, so any two successive configurations share a majority. A node uses a
 configuration as soon as it is in its log, not when it commits; when the log is
 truncated the configuration falls back to the one at the new end of the log.
+
+A leader never removes itself from a group of two voters (transfer leadership first, then
+the new leader removes it). Why: using a configuration on append, the leader stops being
+promotable the moment its removal is in its log, before it commits. In a group of two,
+the other voter may not have the entry yet; it still needs both votes in the old
+configuration, and the leader, with the longer log, refuses its vote and never campaigns
+itself: no leader ever again (issue 6). With three or more voters this cannot happen: the
+others are a majority of the old configuration without the leader, and any of them that
+holds the change wins in the new one with the votes of the rest (their logs are shorter).
+The alternative, letting a node whose removal is uncommitted still campaign, would also
+let every removed follower that missed the commit disrupt the group (pitfall 25).
 """
 
 from __future__ import annotations
@@ -42,6 +53,16 @@ class ConfChange:
             raise ConfChangeError(f"a conf change is {_CODEC.size} bytes, got {len(data)}")
         kind, node_id = _CODEC.unpack(data)
         return ConfChange(ConfChangeType(kind), NodeId(node_id))
+
+
+def refuse_unelectable_self_removal(conf: ConfState, leader: NodeId, change: ConfChange) -> None:
+    """Raise :class:`ConfChangeError` if ``leader`` would remove itself from two voters."""
+    removes_itself = change.type is ConfChangeType.REMOVE_NODE and change.node_id == leader
+    if removes_itself and leader in conf.voters and len(conf.voters) == 2:
+        raise ConfChangeError(
+            f"leader {leader} cannot remove itself from a group of two voters "
+            "(the other could never be elected): transfer leadership first"
+        )
 
 
 def apply_change(conf: ConfState, change: ConfChange) -> ConfState:

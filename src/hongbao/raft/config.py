@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from hongbao.raft.types import LogIndex, NodeId
 
@@ -17,12 +17,15 @@ class DeliberateBugs:
     commit_old_term_by_count: bool = False  # breaks raft-pitfalls 14 (Figure 8)
     vote_without_log_check: bool = False  # breaks raft-pitfalls 4
     ack_before_persist: bool = False  # breaks raft-pitfalls 2 (acted on by the runtime)
+    # The four fixes of issue 6, each reverted (so the simulator can show it finds them).
+    requeue_reads_unchecked: bool = False  # deferred reads re-queued past pending_reads_max
+    leader_removes_itself_from_two: bool = False  # a two-voter group can lose its leader
+    conf_state_from_unapplied_snapshot: bool = False  # applied_conf_state before the Ready
+    stale_vote_unanswered: bool = False  # a VOTE of an older term gets no answer
 
     @property
     def any(self) -> bool:
-        return self.commit_old_term_by_count or self.vote_without_log_check or (
-            self.ack_before_persist
-        )
+        return any(getattr(self, f.name) for f in fields(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,28 +48,72 @@ class RaftConfig:
     bugs: DeliberateBugs = field(default_factory=DeliberateBugs)
 
     def validate(self) -> None:
-        """Reject settings that cannot work, with a message that names the problem."""
+        """Reject settings that cannot work, with a message that names the problem.
+
+        Why each: a bool or a float where a count belongs is a typo in a config file
+        (``True`` would pass ``> 0``); a window, batch or queue of 0 stops the group (the
+        leader could never send, or never accept a read); a follower's election timeout
+        at or below the heartbeat interval fires between two heartbeats of a healthy
+        leader; with CheckQuorum a leader needs a whole heartbeat round trip inside one
+        election timeout, or it steps down from a healthy group (pitfall 8).
+        """
         problems: list[str] = []
+        for name in _COUNT_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                problems.append(f"{name} must be an integer, got {value!r}")
+        if problems:
+            raise ValueError("invalid raft config: " + "; ".join(problems))
         if self.node_id <= 0:
             problems.append("node_id must be positive (0 means 'nobody')")
         if self.heartbeat_interval_ticks <= 0:
             problems.append("heartbeat_interval_ticks must be positive")
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks:
-            problems.append("election_timeout_ticks must exceed heartbeat_interval_ticks")
-        for name in (
-            "entries_per_message_max",
-            "message_size_bytes_max",
-            "inflight_messages_max",
-            "inflight_bytes_max",
-            "uncommitted_bytes_max",
-            "committed_bytes_per_ready_max",
-            "pending_reads_max",
+            problems.append(
+                f"election_timeout_ticks ({self.election_timeout_ticks}) must exceed "
+                f"heartbeat_interval_ticks ({self.heartbeat_interval_ticks})"
+            )
+        elif self.check_quorum and self.election_timeout_ticks < 2 * (
+            self.heartbeat_interval_ticks
         ):
-            if getattr(self, name) <= 0:
-                problems.append(f"{name} must be positive")
+            problems.append(
+                f"check_quorum needs election_timeout_ticks ({self.election_timeout_ticks}) "
+                f">= 2 * heartbeat_interval_ticks ({self.heartbeat_interval_ticks}), or a "
+                "healthy leader steps down between heartbeats"
+            )
+        for name in _LIMIT_FIELDS:
+            value = getattr(self, name)
+            if value <= 0:
+                problems.append(f"{name} must be positive, got {value}")
+            elif value > _LIMIT_MAX:
+                problems.append(f"{name} must be <= {_LIMIT_MAX}, got {value}")
         if self.inflight_bytes_max < self.message_size_bytes_max:
-            problems.append("inflight_bytes_max must be >= message_size_bytes_max")
+            problems.append(
+                f"inflight_bytes_max ({self.inflight_bytes_max}) must be >= "
+                f"message_size_bytes_max ({self.message_size_bytes_max}): a full message "
+                "would never fit in the window"
+            )
         if self.applied_index < 0:
             problems.append("applied_index must be >= 0")
         if problems:
             raise ValueError("invalid raft config: " + "; ".join(problems))
+
+
+# Every limit is a count or a size: positive, and bounded so a typo cannot mean "unbounded".
+_LIMIT_FIELDS = (
+    "entries_per_message_max",
+    "message_size_bytes_max",
+    "inflight_messages_max",
+    "inflight_bytes_max",
+    "uncommitted_bytes_max",
+    "committed_bytes_per_ready_max",
+    "pending_reads_max",
+)
+_LIMIT_MAX = 1 << 40
+_COUNT_FIELDS = (
+    "node_id",
+    "election_timeout_ticks",
+    "heartbeat_interval_ticks",
+    "applied_index",
+    *_LIMIT_FIELDS,
+)

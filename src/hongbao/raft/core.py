@@ -5,183 +5,44 @@ Rules of this module: it takes ticks, messages and proposals and hands back a
 draws randomness only from the ``random.Random`` it was given. Every rule it enforces is
 numbered after ``shared/reference/raft-pitfalls.md`` where one applies.
 
-Membership is used as soon as it is in the log (pitfall 23): ``_conf_history`` holds the
+Membership is used as soon as it is in the log (pitfall 23): ``_conf`` holds the
 configuration at the snapshot point and after each conf-change entry still in the log;
 truncating the log pops it back.
+
+One class in four files, split by concept: ``core_state.py`` (the fields and the moves
+every part shares), ``election.py`` (timers, votes, terms), ``read_path.py`` (ReadIndex),
+and this module (the public API, the Ready contract, replication and membership).
 """
 
 from __future__ import annotations
 
-import enum
-import random
-from dataclasses import dataclass
-
 from hongbao._invariant import fail, invariant
-from hongbao.raft.confchange import ConfChange, apply_change
-from hongbao.raft.config import RaftConfig
+from hongbao.raft.confchange import ConfChange, apply_change, refuse_unelectable_self_removal
+from hongbao.raft.core_state import MT, CoreState, PeerStatus, Status
+from hongbao.raft.election import Elections, _Campaign, _VoteResult
 from hongbao.raft.errors import NotLeader, ProposalDropped
-from hongbao.raft.log import RaftLog
-from hongbao.raft.membership import ConfHistory
-from hongbao.raft.progress import Inflights, Progress, ProgressState
-from hongbao.raft.read_only import ReadOnly
-from hongbao.raft.storage import Compacted, LogStorage
+from hongbao.raft.progress import Progress, ProgressState
+from hongbao.raft.read_path import ReadPath
+from hongbao.raft.storage import Compacted
 from hongbao.raft.types import (
     NONE,
     ConfState,
     Entry,
     EntryType,
-    HardState,
     LogIndex,
     Message,
-    MessageType,
     NodeId,
     ReadState,
     Ready,
     Role,
-    Snapshot,
-    SoftState,
     Term,
 )
 
-MT = MessageType
-CAMPAIGN_TRANSFER = b"transfer"
-MESSAGES_PENDING_MAX = 1 << 20
-PENDING_READS_BEFORE_COMMIT_MAX = 1024
+__all__ = ["CoreState", "PeerStatus", "RaftCore", "Status"]
 
 
-class _Campaign(enum.Enum):
-    PRE_ELECTION = "pre_election"
-    ELECTION = "election"
-    TRANSFER = "transfer"
-
-
-class _VoteResult(enum.Enum):
-    PENDING = "pending"
-    WON = "won"
-    LOST = "lost"
-
-
-@dataclass(frozen=True, slots=True)
-class PeerStatus:
-    match: LogIndex
-    next: LogIndex
-    state: str
-    recent_active: bool
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    node_id: NodeId
-    role: Role
-    term: Term
-    leader_id: NodeId
-    commit_index: LogIndex
-    applied_index: LogIndex
-    last_index: LogIndex
-    conf_state: ConfState
-    peers: dict[NodeId, PeerStatus]
-    leader_transferee: NodeId
-
-
-class RaftCore:
+class RaftCore(Elections, ReadPath):
     """One replica of one Raft group. Single-threaded: the runtime serialises all calls."""
-
-    def __init__(self, config: RaftConfig, storage: LogStorage, rng: random.Random) -> None:
-        config.validate()
-        self.config = config
-        self.node_id = config.node_id
-        self._rng = rng
-        hard_state, conf_state = storage.initial_state()
-        self._log = RaftLog(
-            storage,
-            applied=config.applied_index,
-            committed_bytes_per_ready_max=config.committed_bytes_per_ready_max,
-        )
-        self.term: Term = hard_state.term
-        self.vote: NodeId = hard_state.vote
-        self.role = Role.FOLLOWER
-        self.leader_id: NodeId = NONE
-        self._election_elapsed_ticks = 0
-        self._heartbeat_elapsed_ticks = 0
-        self._election_timeout_randomized_ticks = 0
-        self._votes: dict[NodeId, bool] = {}
-        self._progress: dict[NodeId, Progress] = {}
-        self._leader_transferee: NodeId = NONE
-        # Times the transfer alone: sharing the CheckQuorum counter would let a stream of
-        # transfer requests keep an isolated leader from ever stepping down (pitfall 8).
-        self._transfer_elapsed_ticks = 0
-        self._uncommitted_bytes = 0
-        self._read_only = ReadOnly(config.pending_reads_max)
-        self._reads_before_commit: list[Message] = []
-        self._messages: list[Message] = []
-        self._broadcast_pending = False
-        self._read_states: list[ReadState] = []
-        self._conf = ConfHistory(base_index=self._log.first_index() - 1, base=conf_state)
-        self._load_conf_entries(storage)
-        # An applied entry was committed even if the hard state's commit lagged on disk.
-        commit = max(hard_state.commit, self._log.applied)
-        invariant(commit <= self._log.last_index(), f"commit {commit} beyond the stored log")
-        self._log.commit_to(commit)
-        invariant(self._log.applied <= self._log.committed, "applied index beyond commit")
-        self._prev_hard_state = HardState(self.term, self.vote, self._log.committed)
-        self._prev_soft_state = SoftState(NONE, Role.FOLLOWER)
-        self._leader_term_at_last_ready: Term | None = None
-        self._ready_outstanding = False
-        self._become_follower(self.term, NONE)
-
-    def _load_conf_entries(self, storage: LogStorage) -> None:
-        """Rebuild the configuration from conf-change entries still in the stored log."""
-        first, last = storage.first_index(), storage.last_index()
-        if last < first:
-            return
-        for entry in storage.entries(lo=first, hi=last + 1, max_bytes=None):
-            if entry.type is EntryType.CONF_CHANGE:
-                self._conf.push(entry)
-
-    # -- public read-only view -----------------------------------------------------------
-
-    @property
-    def commit_index(self) -> LogIndex:
-        return self._log.committed
-
-    @property
-    def applied_index(self) -> LogIndex:
-        return self._log.applied
-
-    @property
-    def last_index(self) -> LogIndex:
-        return self._log.last_index()
-
-    @property
-    def conf_state(self) -> ConfState:
-        """The configuration in force: the one at the end of the log."""
-        return self._conf.current
-
-    @property
-    def applied_conf_state(self) -> ConfState:
-        """The configuration as of the applied index: what a snapshot taken now records."""
-        return self._conf.at(self._log.applied)
-
-    def term_at(self, index: LogIndex) -> Term | None:
-        return self._log.term(index)
-
-    def status(self) -> Status:
-        peers = {
-            node: PeerStatus(pr.match, pr.next, pr.state.value, pr.recent_active)
-            for node, pr in sorted(self._progress.items())
-        }
-        return Status(
-            node_id=self.node_id,
-            role=self.role,
-            term=self.term,
-            leader_id=self.leader_id,
-            commit_index=self._log.committed,
-            applied_index=self._log.applied,
-            last_index=self._log.last_index(),
-            conf_state=self.conf_state,
-            peers=peers,
-            leader_transferee=self._leader_transferee,
-        )
 
     # -- public API: inputs --------------------------------------------------------------
 
@@ -227,6 +88,8 @@ class RaftCore:
         if self._log.term(self._log.committed) != self.term:
             raise ProposalDropped("no entry of this term is committed yet", self.leader_id)
         apply_change(self.conf_state, change)  # raises ConfChangeError if invalid
+        if not self.config.bugs.leader_removes_itself_from_two:
+            refuse_unelectable_self_removal(self.conf_state, self.node_id, change)
         entry = Entry(
             term=self.term,
             index=self._log.last_index() + 1,
@@ -243,19 +106,6 @@ class RaftCore:
         if target not in self.conf_state.voters:
             raise ProposalDropped(f"node {target} is not a voter")
         self._handle_transfer_leader(target)
-
-    def read_index(self, context: bytes) -> None:
-        """Start a linearizable read; the answer comes as a ReadState in a later Ready."""
-        if not context:
-            raise ValueError("a read needs a non-empty context to be recognised by")
-        if self.role is Role.LEADER:
-            if self._read_only.full():
-                raise ProposalDropped("too many pending reads", self.leader_id)
-            self._leader_read_index(Message(MT.READ_INDEX, from_=NONE, context=context))
-            return
-        if self.leader_id == NONE or self.role is not Role.FOLLOWER:
-            raise NotLeader("no known leader to confirm the read", self.leader_id)
-        self._send(MT.READ_INDEX, to=self.leader_id, context=context, term=0)
 
     def report_unreachable(self, peer: NodeId) -> None:
         progress = self._progress.get(peer)
@@ -348,21 +198,7 @@ class RaftCore:
             self._log.stable_to(last.index, last.term)
         self._conf.prune(self._log.applied)
 
-    def _hard_state(self) -> HardState:
-        return HardState(self.term, self.vote, self._log.committed)
-
-    def _soft_state(self) -> SoftState:
-        return SoftState(self.leader_id, self.role)
-
     # -- timers --------------------------------------------------------------------------
-
-    def _tick_election(self) -> None:
-        self._election_elapsed_ticks += 1
-        if not self._promotable():
-            return
-        if self._election_elapsed_ticks >= self._election_timeout_randomized_ticks:
-            self._election_elapsed_ticks = 0
-            self._step(Message(MT.HUP, from_=self.node_id))
 
     def _tick_heartbeat(self) -> None:
         self._heartbeat_elapsed_ticks += 1
@@ -392,153 +228,6 @@ class RaftCore:
                     progress.pending_snapshot = 0
                     progress.become_probe()
 
-    def _reset_randomized_election_timeout(self) -> None:
-        """Pitfall 6: a fresh random timeout in [timeout, 2 * timeout) at every reset."""
-        base = self.config.election_timeout_ticks
-        self._election_timeout_randomized_ticks = base + self._rng.randrange(base)
-
-    # -- role transitions ----------------------------------------------------------------
-
-    def _reset(self, term: Term) -> None:
-        if self.term != term:
-            invariant(term > self.term, f"term going backwards: {self.term} -> {term}")
-            self.term = term
-            self.vote = NONE
-        self.leader_id = NONE
-        self._election_elapsed_ticks = 0
-        self._heartbeat_elapsed_ticks = 0
-        self._reset_randomized_election_timeout()
-        self._leader_transferee = NONE
-        self._transfer_elapsed_ticks = 0
-        self._votes = {}
-        self._uncommitted_bytes = 0
-        self._read_only = ReadOnly(self.config.pending_reads_max)
-        self._reads_before_commit = []
-        self._progress = {}
-        self._sync_progress()
-
-    def _new_progress(self) -> Progress:
-        return Progress(
-            next_index=self._log.last_index() + 1,
-            inflights=Inflights(
-                count_max=self.config.inflight_messages_max,
-                bytes_max=self.config.inflight_bytes_max,
-            ),
-        )
-
-    def _sync_progress(self) -> None:
-        """Track exactly the members of the configuration in force."""
-        members = self.conf_state.members
-        for node in [n for n in self._progress if n not in members]:
-            del self._progress[node]
-        for node in sorted(members):
-            if node not in self._progress:
-                self._progress[node] = self._new_progress()
-        own = self._progress.get(self.node_id)
-        if own is not None:
-            own.match = max(own.match, self._log.last_index())
-            own.recent_active = True
-
-    def _become_follower(self, term: Term, leader: NodeId) -> None:
-        self._reset(term)
-        self.leader_id = leader
-        self.role = Role.FOLLOWER
-
-    def _become_pre_candidate(self) -> None:
-        invariant(self.role is not Role.LEADER, "a leader cannot become a pre-candidate")
-        # PreVote changes neither the term nor the vote (pitfall 3).
-        self._votes = {}
-        self.leader_id = NONE
-        self._reset_randomized_election_timeout()
-        self.role = Role.PRE_CANDIDATE
-
-    def _become_candidate(self) -> None:
-        invariant(self.role is not Role.LEADER, "a leader cannot become a candidate")
-        self._reset(self.term + 1)
-        self.vote = self.node_id
-        self.role = Role.CANDIDATE
-
-    def _become_leader(self) -> None:
-        invariant(self.role is Role.CANDIDATE, "only a candidate becomes leader")
-        self._reset(self.term)
-        self.leader_id = self.node_id
-        self.role = Role.LEADER
-        own = self._progress.get(self.node_id)
-        if own is not None:
-            own.become_replicate()
-        # Pitfall 14: a no-op of the new term lets older entries commit promptly.
-        self._append_entries([Entry(term=self.term, index=self._log.last_index() + 1)])
-
-    def _promotable(self) -> bool:
-        return self.node_id in self.conf_state.voters and not self._log.has_pending_snapshot()
-
-    # -- elections -----------------------------------------------------------------------
-
-    def _campaign(self, kind: _Campaign) -> None:
-        if not self._promotable():
-            return
-        if kind is _Campaign.PRE_ELECTION:
-            self._become_pre_candidate()
-            vote_type, vote_term = MT.PRE_VOTE, self.term + 1
-        else:
-            self._become_candidate()
-            vote_type, vote_term = MT.VOTE, self.term
-        if self._poll(self.node_id, granted=True) is _VoteResult.WON:
-            self._win_campaign(kind)
-            return
-        context = CAMPAIGN_TRANSFER if kind is _Campaign.TRANSFER else b""
-        for voter in sorted(self.conf_state.voters):
-            if voter == self.node_id:
-                continue
-            self._send(
-                vote_type,
-                to=voter,
-                term=vote_term,
-                index=self._log.last_index(),
-                log_term=self._log.last_term(),
-                context=context,
-            )
-
-    def _win_campaign(self, kind: _Campaign) -> None:
-        if kind is _Campaign.PRE_ELECTION:
-            self._campaign(_Campaign.ELECTION)
-        else:
-            self._become_leader()
-            self._broadcast_append()
-
-    def _poll(self, node: NodeId, *, granted: bool) -> _VoteResult:
-        voters = self.conf_state.voters
-        if node in voters:
-            self._votes.setdefault(node, granted)
-        yes = sum(1 for n, g in self._votes.items() if g and n in voters)
-        no = sum(1 for n, g in self._votes.items() if not g and n in voters)
-        quorum = len(voters) // 2 + 1
-        if yes >= quorum:
-            return _VoteResult.WON
-        if no > len(voters) - quorum:
-            return _VoteResult.LOST
-        return _VoteResult.PENDING
-
-    def _handle_vote_request(self, m: Message) -> None:
-        """Pitfalls 4 and 7: grant only to an up-to-date log, once per term."""
-        pre = m.type is MT.PRE_VOTE
-        can_vote = (
-            self.vote == m.from_
-            or (self.vote == NONE and self.leader_id == NONE)
-            or (pre and m.term > self.term)
-        )
-        up_to_date = self.config.bugs.vote_without_log_check or self._log.is_up_to_date(
-            m.index, m.log_term
-        )
-        response = MT.PRE_VOTE_RESP if pre else MT.VOTE_RESP
-        if can_vote and up_to_date:
-            self._send(response, to=m.from_, term=m.term)
-            if not pre:
-                self._election_elapsed_ticks = 0
-                self.vote = m.from_
-        else:
-            self._send(response, to=m.from_, term=self.term, reject=True)
-
     # -- the step function ---------------------------------------------------------------
 
     def _step(self, m: Message) -> None:
@@ -558,43 +247,6 @@ class RaftCore:
             self._step_follower(m)
         else:
             self._step_candidate(m)
-
-    def _adopt_higher_term(self, m: Message) -> bool:
-        """Pitfall 3; returns False if the message is to be ignored altogether."""
-        if m.type in (MT.VOTE, MT.PRE_VOTE):
-            forced = m.context == CAMPAIGN_TRANSFER
-            in_lease = (
-                (self.config.check_quorum or m.type is MT.PRE_VOTE)
-                and self.leader_id != NONE
-                and self._election_elapsed_ticks < self.config.election_timeout_ticks
-            )
-            if in_lease and not forced:
-                return False  # pitfall 7: a live leader is known; do not help depose it
-        if m.type is MT.PRE_VOTE:
-            return True  # never change the term for a pre-vote
-        if m.type is MT.PRE_VOTE_RESP and not m.reject:
-            return True  # the future term of our own pre-campaign
-        leader = m.from_ if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP) else NONE
-        self._become_follower(m.term, leader)
-        return True
-
-    def _answer_stale_term(self, m: Message) -> None:
-        if (self.config.check_quorum or self.config.pre_vote) and m.type in (
-            MT.HEARTBEAT,
-            MT.APP,
-        ):
-            # Tell a deposed leader about the new term so that it steps down.
-            self._send(MT.APP_RESP, to=m.from_)
-        elif m.type is MT.PRE_VOTE:
-            self._send(MT.PRE_VOTE_RESP, to=m.from_, term=self.term, reject=True)
-
-    def _handle_hup(self) -> None:
-        if self.role is Role.LEADER:
-            return
-        if self.config.pre_vote:
-            self._campaign(_Campaign.PRE_ELECTION)
-        else:
-            self._campaign(_Campaign.ELECTION)
 
     def _step_follower(self, m: Message) -> None:
         if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
@@ -632,11 +284,14 @@ class RaftCore:
         if m.index < self._log.committed:
             self._send(MT.APP_RESP, to=m.from_, index=self._log.committed)
             return
+        last_before = self._log.last_index()
         result = self._log.maybe_append(
             index=m.index, log_term=m.log_term, commit=m.commit, entries=m.entries
         )
         if result is not None:
             last_new, appended = result
+            if appended and appended[0].index <= last_before:
+                self._drop_acks_from(appended[0].index)
             self._refresh_conf_after_append(appended)
             self._send(MT.APP_RESP, to=m.from_, index=last_new)
             return
@@ -650,6 +305,21 @@ class RaftCore:
             reject_hint=hint_index,
             log_term=hint_term,
         )
+
+    def _drop_acks_from(self, index: LogIndex) -> None:
+        """Pitfall 2: unsend acknowledgements of entries from ``index`` on, just replaced.
+
+        An acknowledgement queued before the Ready vouches for entries that Ready would
+        persist; once a newer leader overwrote them, the Ready persists other entries and
+        the acknowledgement would be a lie about this disk. (The vote that elected the
+        overwriting leader makes a commit on it unlikely to matter, but the rule is
+        simple: never acknowledge what is not about to be persisted.)
+        """
+        self._messages = [
+            queued
+            for queued in self._messages
+            if queued.type is not MT.APP_RESP or queued.reject or queued.index < index
+        ]
 
     def _handle_heartbeat(self, m: Message) -> None:
         self._log.commit_to(m.commit)
@@ -668,8 +338,13 @@ class RaftCore:
             self._log.commit_to(meta.index)
             self._send(MT.APP_RESP, to=m.from_, index=self._log.committed)
             return
+        self._drop_acks_from(self._log.committed + 1)  # the log past the commit is replaced
+        applied_conf: ConfState | None = self._conf.at(self._log.applied)
         self._log.restore(snapshot)
-        self._conf.reset(base_index=meta.index, base=meta.conf_state)
+        if self.config.bugs.conf_state_from_unapplied_snapshot:
+            applied_conf = None  # the deliberate bug: forget the applied configuration
+        self._conf.reset(base_index=meta.index, base=meta.conf_state,
+                         applied_index=self._log.applied, applied=applied_conf)
         self._sync_progress()
         self._send(MT.APP_RESP, to=m.from_, index=self._log.last_index())
 
@@ -681,7 +356,7 @@ class RaftCore:
         elif m.type is MT.CHECK_QUORUM:
             self._check_quorum_active()
         elif m.type is MT.READ_INDEX:
-            if not self._read_only.full():
+            if not self._reads_full():
                 self._leader_read_index(m)
         elif m.type is MT.TRANSFER_LEADER:
             if m.from_ in self.conf_state.voters:
@@ -806,10 +481,7 @@ class RaftCore:
         return committed
 
     def _after_leader_commit(self) -> None:
-        if self._log.term(self._log.committed) == self.term and self._reads_before_commit:
-            pending, self._reads_before_commit = self._reads_before_commit, []
-            for read in pending:
-                self._leader_read_index(read)
+        self._release_deferred_reads()
         last_conf_index = self._conf.last_change_index
         removed = self.node_id not in self.conf_state.voters
         if removed and last_conf_index <= self._log.committed:
@@ -873,41 +545,6 @@ class RaftCore:
             commit = min(self._progress[node].match, self._log.committed)
             self._send(MT.HEARTBEAT, to=node, commit=commit, context=context)
 
-    # -- ReadIndex -----------------------------------------------------------------------
-
-    def _leader_read_index(self, m: Message) -> None:
-        voters = self.conf_state.voters
-        if voters == frozenset({self.node_id}):
-            self._answer_read(m.from_, self._log.committed, m.context)
-            return
-        if self._log.term(self._log.committed) != self.term:
-            # Pitfall 17: a fresh leader must commit an entry of its term first.
-            if len(self._reads_before_commit) < PENDING_READS_BEFORE_COMMIT_MAX:
-                self._reads_before_commit.append(m)
-            return
-        requester = NONE if m.from_ in (NONE, self.node_id) else m.from_
-        if self._read_only.add_request(
-            index=self._log.committed, requester=requester, context=m.context
-        ):
-            self._read_only.recv_ack(self.node_id, m.context)
-            self._broadcast_heartbeat(m.context)
-
-    def _handle_read_ack(self, m: Message) -> None:
-        acks = self._read_only.recv_ack(m.from_, m.context)
-        if acks is None:
-            return
-        voters = self.conf_state.voters
-        if len(acks & voters) < len(voters) // 2 + 1:
-            return
-        for status in self._read_only.advance(m.context):
-            self._answer_read(status.requester, status.index, status.context)
-
-    def _answer_read(self, requester: NodeId, index: LogIndex, context: bytes) -> None:
-        if requester in (NONE, self.node_id):
-            self._read_states.append(ReadState(index, context))
-        else:
-            self._send(MT.READ_INDEX_RESP, to=requester, index=index, context=context)
-
     # -- membership ----------------------------------------------------------------------
 
     def _refresh_conf_after_append(self, entries: tuple[Entry, ...]) -> None:
@@ -916,44 +553,5 @@ class RaftCore:
             self._sync_progress()
             if self.role is Role.LEADER:
                 self._maybe_commit()
-
-    # -- sending -------------------------------------------------------------------------
-
-    def _send(
-        self,
-        type_: MessageType,
-        *,
-        to: NodeId,
-        term: Term | None = None,
-        from_: NodeId | None = None,
-        index: LogIndex = 0,
-        log_term: Term = 0,
-        entries: tuple[Entry, ...] = (),
-        commit: LogIndex = 0,
-        reject: bool = False,
-        reject_hint: LogIndex = 0,
-        snapshot: Snapshot | None = None,
-        context: bytes = b"",
-    ) -> None:
-        if to == self.node_id:
-            fail(f"node {self.node_id} sending {type_} to itself")
-        invariant(len(self._messages) < MESSAGES_PENDING_MAX, "outgoing message queue full")
-        self._messages.append(
-            Message(
-                type=type_,
-                to=to,
-                from_=self.node_id if from_ is None else from_,
-                term=self.term if term is None else term,
-                log_term=log_term,
-                index=index,
-                entries=entries,
-                commit=commit,
-                reject=reject,
-                reject_hint=reject_hint,
-                snapshot=snapshot,
-                context=context,
-            )
-        )
-
 
 _API_ONLY = frozenset({MT.HUP, MT.BEAT, MT.CHECK_QUORUM, MT.PROP, MT.SNAP_STATUS, MT.UNREACHABLE})

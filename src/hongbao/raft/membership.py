@@ -65,9 +65,24 @@ class ConfHistory:
             new_conf = current  # an invalid change is a no-op, identically on every replica
         self._points.append((entry.index, new_conf))
 
-    def reset(self, *, base_index: LogIndex, base: ConfState) -> None:
-        """A snapshot replaced the log."""
+    def reset(
+        self,
+        *,
+        base_index: LogIndex,
+        base: ConfState,
+        applied_index: LogIndex,
+        applied: ConfState | None,
+    ) -> None:
+        """A snapshot at ``base_index`` replaced the log; it is not applied yet.
+
+        Until it is (the runtime's ``advance``), the state machine is still at
+        ``applied_index`` with the configuration ``applied``: that stays the answer of
+        ``at(applied_index)``, so a snapshot the runtime takes in between records the
+        membership of the state it holds. ``prune`` drops it once the snapshot is applied.
+        """
         self._points = [(base_index, base)]
+        if applied is not None and applied_index < base_index:
+            self._points.insert(0, (applied_index, applied))
 
     def prune(self, applied: LogIndex) -> None:
         """Forget points that no snapshot at or after ``applied`` can need."""

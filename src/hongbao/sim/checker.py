@@ -20,7 +20,9 @@ each check costs O(what changed), not O(log length). The invariants (Raft paper,
 - durability: what a client was told is committed stays in that sequence, and every
   live member eventually applies it;
 - reads: a ReadIndex read returns a state at least as new as every write acknowledged
-  before the read began.
+  before the read began;
+- membership: what the core says a snapshot taken now must record
+  (``applied_conf_state``) is the membership of the state machine it would snapshot.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import enum
 from dataclasses import dataclass
 
 from hongbao.raft.storage import LogStorage
-from hongbao.raft.types import Entry, EntryType, LogIndex, NodeId, Term
+from hongbao.raft.types import ConfState, Entry, EntryType, LogIndex, NodeId, Term
 from hongbao.sim.state_machine import MachineImage
 
 
@@ -40,6 +42,7 @@ class ViolationKind(enum.Enum):
     STATE_MACHINE_SAFETY = "state-machine-safety"
     DURABILITY = "durability"
     STALE_READ = "stale-read"
+    MEMBERSHIP = "membership"
     LIVENESS = "liveness"
     CRASH = "crash"  # the core or the runtime raised (an invariant broke inside)
 
@@ -251,6 +254,22 @@ class Checker:
             elif image.applied_index > 0:
                 self._check_digest(node, image.applied_index, image.digest)
         return behind
+
+    # -- membership --------------------------------------------------------------------------
+
+    def on_applied_conf(
+        self, node: NodeId, *, applied_index: LogIndex, core_conf: ConfState,
+        machine_conf: ConfState,
+    ) -> None:
+        """The core's configuration as of ``applied_index`` against the state machine's."""
+        if core_conf != machine_conf:
+            raise Violation(
+                ViolationKind.MEMBERSHIP,
+                f"node {node} at applied index {applied_index}: the core would snapshot "
+                f"voters={sorted(core_conf.voters)} learners={sorted(core_conf.learners)}, "
+                f"the state machine holds voters={sorted(machine_conf.voters)} "
+                f"learners={sorted(machine_conf.learners)}",
+            )
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -55,9 +55,12 @@ class Cluster:
             pre_vote=config.pre_vote,
             check_quorum=config.check_quorum,
             entries_per_message_max=config.entries_per_message_max,
+            inflight_messages_max=config.inflight_messages_max,
+            pending_reads_max=config.pending_reads_max,
             bugs=config.bugs,
         )
-        bootstrap = ConfState(voters=frozenset(ids))
+        voters = ids[: config.bootstrap_voters] if config.bootstrap_voters else ids
+        bootstrap = ConfState(voters=frozenset(voters), learners=frozenset(ids) - set(voters))
         self.nodes: dict[NodeId, SimNode] = {
             node: SimNode(
                 node_id=node,
@@ -108,6 +111,7 @@ class Cluster:
                 interval_entries=self.config.snapshot_interval_entries,
                 compaction_lag_max=self.config.compaction_lag_entries_max,
             ):
+                self._check_applied_conf(node)
                 self._stats.snapshots_created += 1
                 snap = node.disk.volatile.snapshot().meta
                 self._trace.emit(self.now, node_subject(node.node_id), "snapshot",
@@ -115,12 +119,32 @@ class Cluster:
 
     def settle(self, node: SimNode) -> None:
         """Drain ``node``'s Ready rounds after an input, then let the checker look at it."""
+        if node.crash_point is not None and self._down_count() >= (
+            self.config.faults.crashed_nodes_max
+        ):
+            node.crash_point = None  # too many down already: the armed crash is called off
         for _ in range(READY_ROUNDS_PER_STEP_MAX):
             outcome = node.handle_ready()
             if outcome is None:
                 break
             self._route(node, outcome)
+            if outcome.crashed_at is not None:
+                self._stats.mid_ready_crashes += 1
+                self.crash(node.node_id, at=outcome.crashed_at.value)
+                return
         self._observe(node)
+
+    def _down_count(self) -> int:
+        return sum(1 for node in self.nodes.values() if not node.alive)
+
+    def _check_applied_conf(self, node: SimNode) -> None:
+        """A snapshot taken now must record the membership of the state it captures."""
+        core = node.live_core()
+        image = node.machine.image
+        if core.applied_index == image.applied_index:
+            self.checker.on_applied_conf(node.node_id, applied_index=image.applied_index,
+                                         core_conf=core.applied_conf_state,
+                                         machine_conf=image.conf_state)
 
     def _deliver_due(self) -> None:
         for _ in range(DELIVERIES_PER_TICK_MAX):
@@ -143,6 +167,10 @@ class Cluster:
         if dropped is None and target is not None:
             self._stats.messages_delivered += 1
             target.live_core().step(message)
+            if message.type is MessageType.SNAP:
+                # Between a snapshot's arrival and its Ready the core's configuration
+                # history is replaced while the state machine is still the old one.
+                self._check_applied_conf(target)
             self.settle(target)
         elif dropped is DropReason.BLOCKED:
             self._tell_sender(due.flight, unreachable=True)
@@ -195,6 +223,7 @@ class Cluster:
                 applied.entry.type is EntryType.CONF_CHANGE
             ):
                 self._stats.membership_changes += 1
+                self._stats.two_voter_configs += int(len(applied.image.conf_state.voters) == 2)
                 self._trace.emit(self.now, subject, "conf",
                                  _describe_conf(applied.image.conf_state))
         if outcome.applied and self._trace.enabled:
@@ -227,7 +256,8 @@ class Cluster:
 
     # -- crashes ---------------------------------------------------------------------------
 
-    def crash(self, node_id: NodeId) -> None:
+    def crash(self, node_id: NodeId, *, at: str = "now") -> None:
+        """Crash ``node_id``; ``at`` names the point inside a Ready, or "now" between two."""
         node = self.nodes[node_id]
         lost = node.crash()
         self._stats.crashes += 1
@@ -236,7 +266,7 @@ class Cluster:
         self._last_role.pop(node_id, None)
         for listener in self.crash_listeners:
             listener(node_id)
-        self._trace.emit(self.now, node_subject(node_id), "crash", f"lost_writes={lost}")
+        self._trace.emit(self.now, node_subject(node_id), "crash", f"lost_writes={lost} at={at}")
 
     def restart(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]

@@ -20,6 +20,11 @@ UNSYNCED_WRITES_MAX = 4_096  # the page cache writes back (syncs) beyond this
 PENDING_PROPOSALS_PER_NODE_MAX = 1_024  # a client gives up on the oldest beyond this
 PENDING_READS_PER_NODE_MAX = 256
 TRACE_LINES_KEPT_MAX = 2_000_000  # lines beyond this are hashed but not kept
+# Stale replays: the network keeps the first STALE_EARLY_KEPT_MAX sampled messages for ever
+# (the oldest terms of the run) and a ring of the STALE_RECENT_KEPT_MAX most recent samples.
+STALE_SAMPLE_EVERY = 8  # every 8th message sent is a candidate for a later replay
+STALE_EARLY_KEPT_MAX = 256
+STALE_RECENT_KEPT_MAX = 256
 NODES_MAX = 64
 REGIONS_MAX = 16
 
@@ -48,6 +53,9 @@ class FaultRates:
     # half replicated: what Figure 8 of the Raft paper needs (raft-pitfalls 14).
     fresh_leader_fault_probability: float = 0.02  # per tick, while the leader is fresh
     fresh_leader_ticks: int = 12
+    # A leader may crash or be cut off while a membership change it proposed is in flight:
+    # where two-voter groups and leaders removing themselves go wrong (issue 6).
+    pending_conf_fault_probability: float = 0.0  # per tick, while a change is uncommitted
     degraded_loss_probability: float = 0.5  # loss on a degraded link
     degraded_delay_ticks: int = 8  # extra delay on a clogged link
     # Relative weights of the fault actions (see faults.py for what each one does).
@@ -60,6 +68,11 @@ class FaultRates:
     degrade_link_weight: int = 2
     heal_one_weight: int = 3
     heal_all_weight: int = 1
+    # Replay a few messages sent long ago (older terms, old leaders, old snapshots).
+    stale_replay_weight: int = 1
+    stale_replay_messages_max: int = 4
+    # Crash a node at a point inside its next Ready's handling (node.CrashPoint).
+    mid_ready_crash_weight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +82,11 @@ class WorkloadRates:
     propose_probability: float = 0.4
     proposals_per_batch_max: int = 3
     read_probability: float = 0.15
+    reads_per_batch_max: int = 1  # reads started together (a burst on a fresh leader)
     transfer_probability: float = 0.01
     membership_change_probability: float = 0.01
     voters_min: int = 3  # never remove a voter below this
+    remove_leader_probability: float = 0.0  # a removal aims at the leader itself
     learner_lag_entries_max: int = 8  # promote a learner only when it is this close
 
 
@@ -79,6 +94,7 @@ class WorkloadRates:
 class SimConfig:
     node_count: int = 5
     region_count: int = 3
+    bootstrap_voters: int = 0  # the first N nodes start as voters, the rest as learners (0: all)
     safety_ticks: int = 300  # ticks with faults before everything heals
     liveness_ticks_max: int = 400  # after healing, recovery must finish within this
     election_timeout_ticks: int = 10
@@ -88,6 +104,9 @@ class SimConfig:
     snapshot_interval_entries: int = 24  # a node snapshots after this many applied entries
     compaction_lag_entries_max: int = 4  # entries kept behind a snapshot (drawn per snapshot)
     entries_per_message_max: int = 256  # the core's batching bound; small values split batches
+    # Non-default core limits (RaftConfig): small ones reach the code paths at their edges.
+    inflight_messages_max: int = 64
+    pending_reads_max: int = 4096
     network: NetworkRates = field(default_factory=NetworkRates)
     faults: FaultRates = field(default_factory=FaultRates)
     workload: WorkloadRates = field(default_factory=WorkloadRates)
@@ -100,11 +119,15 @@ class SimConfig:
             1 <= self.region_count <= min(REGIONS_MAX, self.node_count),
             "region_count must be in [1, min(16, node_count)]",
         )
+        invariant(0 <= self.bootstrap_voters <= self.node_count,
+                  "bootstrap_voters must be in [0, node_count]")
         invariant(self.safety_ticks >= 0, "safety_ticks must be >= 0")
         invariant(self.liveness_ticks_max > 0, "liveness_ticks_max must be positive")
         invariant(self.snapshot_interval_entries > 0, "snapshot_interval_entries must be > 0")
         invariant(self.faults.crashed_nodes_max >= 0, "crashed_nodes_max must be >= 0")
         invariant(self.workload.voters_min >= 1, "voters_min must be >= 1")
+        invariant(self.workload.reads_per_batch_max >= 1, "reads_per_batch_max must be >= 1")
+        invariant(self.faults.stale_replay_messages_max >= 1, "stale_replay_messages_max >= 1")
 
     @property
     def bug_names(self) -> tuple[str, ...]:

@@ -9,6 +9,9 @@ Why these faults: together they cover what broke the public Raft libraries (see
 raft-pitfalls.md): lost unsynced writes (crash), stale leaders (isolate the leader, one-way
 partitions), a whole city going dark (region partitions), slow and lossy links that
 reorder and drop (degraded links), and partial replication followed by leader changes.
+Issue 6 added two: messages of much older terms replayed long after (a stale vote, an old
+leader's append, an old snapshot), and crashes inside the handling of a Ready, at each
+point between writing and ``advance`` (``node.CrashPoint``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from hongbao.raft.types import NodeId
 from hongbao.sim.cluster import Cluster
 from hongbao.sim.config import FaultRates
 from hongbao.sim.network import Link, LinkFault
-from hongbao.sim.node import SimNode
+from hongbao.sim.node import CrashPoint, SimNode
 from hongbao.sim.stats import RunStats
 from hongbao.sim.trace import Trace
 
@@ -50,6 +53,8 @@ class FaultInjector:
             (self.degrade_link, rates.degrade_link_weight),
             (self.heal_one, rates.heal_one_weight),
             (self.heal_all_links, rates.heal_all_weight),
+            (self.replay_stale, rates.stale_replay_weight),
+            (self.crash_mid_ready, rates.mid_ready_crash_weight),
         ]
         self._leader_since: dict[tuple[NodeId, int], int] = {}  # (node, term) -> first tick seen
         self._actions = [action for action, weight in weighted if weight > 0]
@@ -57,6 +62,7 @@ class FaultInjector:
 
     def on_tick(self) -> None:
         self._maybe_fault_fresh_leader()
+        self._maybe_fault_changing_leader()
         if not self._actions or self._rng.random() >= self._rates.fault_probability_per_tick:
             return
         action = self._rng.choices(self._actions, weights=self._weights)[0]
@@ -68,6 +74,7 @@ class FaultInjector:
         self._cluster.network.calm()
         self._trace.emit(self._cluster.now, "fault", "heal", f"all=1 faults={healed}")
         for node in self._cluster.node_ids:
+            self._cluster.nodes[node].crash_point = None
             if not self._cluster.nodes[node].alive:
                 self._cluster.restart(node)
 
@@ -92,6 +99,28 @@ class FaultInjector:
             else:
                 self.isolate_leader(leader)
 
+    def _maybe_fault_changing_leader(self) -> None:
+        """While a membership change is in flight (the leader's configuration in force is
+        not its applied one), crash or cut off the leader, or cut off one follower."""
+        probability = self._rates.pending_conf_fault_probability
+        if probability <= 0:
+            return
+        for leader in self._cluster.leaders():
+            core = leader.live_core()
+            if core.conf_state == core.applied_conf_state or self._rng.random() >= probability:
+                continue
+            choice = self._rng.random()
+            followers = sorted(core.conf_state.voters - {leader.node_id})
+            if choice < 0.5 and followers:
+                follower = self._cluster.nodes[self._rng.choice(followers)]
+                self._add(LinkFault("isolate:both", self._cut([follower.node_id], "both"),
+                                    blocked=True))
+                self._stats.leader_isolations += 1
+            elif choice < 0.75 and self._down_count() < self._rates.crashed_nodes_max:
+                self._cluster.crash(leader.node_id)
+            else:
+                self.isolate_leader(leader)
+
     def _down_count(self) -> int:
         return sum(1 for n in self._cluster.node_ids if not self._cluster.nodes[n].alive)
 
@@ -106,6 +135,25 @@ class FaultInjector:
         else:
             victim = self._rng.choice(live)
         self._cluster.crash(victim)
+
+    def crash_mid_ready(self) -> None:
+        """Arm a node (the leader half the time) to die inside its next Ready."""
+        live = self._cluster.live_nodes()
+        if not live or self._down_count() >= self._rates.crashed_nodes_max:
+            return
+        leader = self._cluster.leader()
+        victim = leader if leader is not None and self._rng.random() < 0.5 else None
+        victim = victim or self._rng.choice(live)
+        victim.crash_point = self._rng.choice(tuple(CrashPoint))
+        self._trace.emit(self._cluster.now, "fault", "arm",
+                         f"node={victim.node_id} at={victim.crash_point.value}")
+
+    def replay_stale(self) -> None:
+        """Deliver again a few messages sent long ago (older terms, deposed leaders)."""
+        count = self._rng.randint(1, self._rates.stale_replay_messages_max)
+        replayed = self._cluster.network.replay_stale(self._cluster.now, count)
+        if replayed:
+            self._trace.emit(self._cluster.now, "fault", "replay", f"messages={replayed}")
 
     def restart_one(self) -> None:
         down = [n for n in self._cluster.node_ids if not self._cluster.nodes[n].alive]

@@ -19,10 +19,17 @@ from enum import Enum
 
 from hongbao._invariant import invariant
 from hongbao.raft.types import Message, NodeId
-from hongbao.sim.config import NETWORK_IN_FLIGHT_MESSAGES_MAX, NetworkRates
+from hongbao.sim.config import (
+    NETWORK_IN_FLIGHT_MESSAGES_MAX,
+    STALE_EARLY_KEPT_MAX,
+    STALE_RECENT_KEPT_MAX,
+    STALE_SAMPLE_EVERY,
+    NetworkRates,
+)
 from hongbao.sim.stats import RunStats
 
 Link = tuple[NodeId, NodeId]  # (source, destination): links are directed
+STALE_INCARNATION = -1  # a replayed message has no live sender to report back to
 
 
 class DropReason(Enum):
@@ -81,6 +88,9 @@ class Network:
         self._blocked: frozenset[Link] = frozenset()
         self._degraded: dict[Link, LinkFault] = {}
         self.overflowed: list[InFlight] = []  # drained by the cluster every tick
+        self._sent_count = 0
+        self._stale_early: list[Message] = []  # the first samples: the oldest terms
+        self._stale_recent: list[Message] = []  # a ring of the latest samples
         regions = sorted(set(self._region_of.values()))
         self._region_delay_ticks: dict[tuple[int, int], int] = {}
         for a in regions:
@@ -95,6 +105,9 @@ class Network:
     def send(self, now: int, message: Message, *, sender_incarnation: int) -> None:
         link = (message.from_, message.to)
         self._stats.messages_sent += 1
+        self._sent_count += 1
+        if self._sent_count % STALE_SAMPLE_EVERY == 0:
+            self._keep_for_replay(message)
         link_seq = self._link_sent.get(link, 0) + 1
         self._link_sent[link] = link_seq
         copies = 2 if self._rng.random() < self._rates.duplicate_probability else 1
@@ -123,6 +136,29 @@ class Network:
             self.overflowed.append(flight)
             return
         heapq.heappush(self._heap, (flight.deliver_tick, flight.seq, flight))
+
+    def _keep_for_replay(self, message: Message) -> None:
+        if len(self._stale_early) < STALE_EARLY_KEPT_MAX:
+            self._stale_early.append(message)
+            return
+        samples = self._sent_count // STALE_SAMPLE_EVERY
+        if len(self._stale_recent) < STALE_RECENT_KEPT_MAX:
+            self._stale_recent.append(message)
+        else:
+            self._stale_recent[samples % STALE_RECENT_KEPT_MAX] = message
+
+    def replay_stale(self, now: int, count: int) -> int:
+        """Send again up to ``count`` messages sent long ago, as a confused router or a
+        retransmitting middlebox would; returns how many. Nobody hears back about them."""
+        pool = self._stale_early + self._stale_recent
+        if not pool:
+            return 0
+        for _ in range(count):
+            message = pool[self._rng.randrange(len(pool))]
+            link = (message.from_, message.to)
+            self._stats.messages_replayed += 1
+            self._enqueue(now, link, 0, message, STALE_INCARNATION)
+        return count
 
     def base_delay_ticks(self, link: Link) -> int:
         region_pair = (self._region_of[link[0]], self._region_of[link[1]])

@@ -8,10 +8,16 @@ serve the reads that became answerable, advance) and reports what it did as a
 The one deliberate deviation is ``DeliberateBugs.ack_before_persist``: the node then
 never syncs, so its acknowledgements leave while the entries they vouch for are still in
 the page cache, and a crash loses them (raft-pitfalls 2).
+
+A node can be armed to crash inside its next Ready (:class:`CrashPoint`): after writing
+but before syncing, after persisting but before sending, after sending but before
+applying, or after applying but before ``advance``. A real runtime dies at any of these
+points; each leaves a different mix of what is durable, what was sent and what applied.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from dataclasses import dataclass, replace
 
@@ -29,6 +35,13 @@ from hongbao.sim.disk import (
     WriteSnapshot,
 )
 from hongbao.sim.state_machine import MachineImage, StateMachine
+
+
+class CrashPoint(enum.Enum):
+    WRITTEN = "written"  # written to the page cache, not synced, nothing sent
+    PERSISTED = "persisted"  # synced as must_sync says, nothing sent
+    SENT = "sent"  # persisted and sent, nothing applied
+    APPLIED = "applied"  # applied and answered (the state not synced), no advance()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +68,7 @@ class ReadyOutcome:
     applied: tuple[AppliedEntry, ...]
     served: tuple[ServedRead, ...]
     lost_leadership: bool
+    crashed_at: CrashPoint | None = None  # the node must crash now, at this point
 
 
 class SimNode:
@@ -76,6 +90,7 @@ class SimNode:
         self.core: RaftCore | None = None
         self.incarnation = 0
         self._pending_reads: list[ReadState] = []
+        self.crash_point: CrashPoint | None = None  # armed by the fault injector
         self.start()
 
     @property
@@ -102,6 +117,7 @@ class SimNode:
         self.core = RaftCore(config, self.disk.volatile, self._rng)
         self.incarnation += 1
         self._pending_reads = []
+        self.crash_point = None
         return restored
 
     def crash(self) -> int:
@@ -116,8 +132,18 @@ class SimNode:
         core = self.live_core()
         if not core.has_ready():
             return None
+        point, self.crash_point = self.crash_point, None
         ready = core.ready()
-        persisted, prev_term, synced = self._persist(ready)
+        persisted, prev_term = self._write(ready)
+        if point is CrashPoint.WRITTEN:
+            return _crashed(point, (), persisted, prev_term, synced=False)
+        synced = ready.must_sync and not self._raft_config.bugs.ack_before_persist
+        if synced:
+            self.disk.sync()
+        if point is CrashPoint.PERSISTED:
+            return _crashed(point, (), persisted, prev_term, synced=synced)
+        if point is CrashPoint.SENT:
+            return _crashed(point, ready.messages, persisted, prev_term, synced=synced)
         restored = None
         if ready.snapshot is not None:
             restored = self.machine.restore(ready.snapshot)
@@ -130,7 +156,8 @@ class SimNode:
         served = self._serve_reads()
         # Beyond the bound the oldest clients time out (their reads are simply never served).
         del self._pending_reads[: max(0, len(self._pending_reads) - PENDING_READS_PER_NODE_MAX)]
-        core.advance(ready)
+        if point is None:
+            core.advance(ready)
         return ReadyOutcome(
             messages=ready.messages,
             persisted=persisted,
@@ -140,9 +167,11 @@ class SimNode:
             applied=applied,
             served=served,
             lost_leadership=ready.lost_leadership,
+            crashed_at=point,
         )
 
-    def _persist(self, ready: Ready) -> tuple[tuple[Entry, ...], Term, bool]:
+    def _write(self, ready: Ready) -> tuple[tuple[Entry, ...], Term]:
+        """Write the Ready's snapshot, entries and hard state (not synced yet)."""
         disk = self.disk
         if ready.snapshot is not None:
             disk.write(WriteSnapshot(ready.snapshot))
@@ -156,10 +185,7 @@ class SimNode:
                 prev_term = disk.volatile.term(persisted[0].index - 1)
         if ready.hard_state is not None:
             disk.write(WriteHardState(ready.hard_state))
-        synced = ready.must_sync and not self._raft_config.bugs.ack_before_persist
-        if synced:
-            disk.sync()
-        return persisted, prev_term, synced
+        return persisted, prev_term
 
     def _serve_reads(self) -> tuple[ServedRead, ...]:
         applied = self.machine.applied_index
@@ -188,3 +214,25 @@ class SimNode:
             )
         )
         return True
+
+
+def _crashed(
+    point: CrashPoint,
+    messages: tuple[Message, ...],
+    persisted: tuple[Entry, ...],
+    prev_term: Term,
+    *,
+    synced: bool,
+) -> ReadyOutcome:
+    """The part of a Ready that happened before the node died at ``point``."""
+    return ReadyOutcome(
+        messages=messages,
+        persisted=persisted,
+        prev_term=prev_term,
+        synced=synced,
+        restored=None,
+        applied=(),
+        served=(),
+        lost_leadership=False,
+        crashed_at=point,
+    )

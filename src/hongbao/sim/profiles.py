@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from hongbao.sim.config import FaultRates, NetworkRates, SimConfig
+from hongbao.sim.config import FaultRates, NetworkRates, SimConfig, WorkloadRates
 
 
 def default_profile() -> SimConfig:
@@ -61,10 +61,102 @@ def crashy_profile() -> SimConfig:
     )
 
 
+def stale_profile() -> SimConfig:
+    """Messages of much older terms replayed often, heavy duplication and reordering, and
+    one-way partitions that come and go every few ticks (issue 6's fault mix)."""
+    return SimConfig(
+        network=replace(NetworkRates(), duplicate_probability=0.1, jitter_probability=0.3,
+                        jitter_ticks_max=8),
+        faults=FaultRates(
+            fault_probability_per_tick=0.15,
+            stale_replay_weight=6,
+            stale_replay_messages_max=8,
+            one_way_partition_weight=5,
+            heal_one_weight=6,
+        ),
+    )
+
+
+def ready_crash_profile() -> SimConfig:
+    """Crashes inside the handling of a Ready, at every point (persisted but not sent, sent
+    but not applied, applied but not advanced ...), of the leader half the time."""
+    return SimConfig(
+        faults=FaultRates(
+            fault_probability_per_tick=0.1,
+            crash_weight=1,
+            restart_weight=6,
+            mid_ready_crash_weight=8,
+            crashed_nodes_max=2,
+        ),
+    )
+
+
+def two_voters_profile() -> SimConfig:
+    """Three nodes whose group shrinks to two voters and one; leaders are asked to remove
+    themselves half the time, and crash or get cut off while doing it."""
+    return SimConfig(
+        node_count=3,
+        region_count=3,
+        workload=WorkloadRates(
+            membership_change_probability=0.08,
+            voters_min=1,
+            remove_leader_probability=0.5,
+        ),
+        faults=FaultRates(
+            fault_probability_per_tick=0.08,
+            isolate_leader_weight=4,
+            mid_ready_crash_weight=2,
+            crashed_nodes_max=1,
+        ),
+    )
+
+
+def tight_limits_profile() -> SimConfig:
+    """``RaftConfig`` at its edges: two pending reads, one message in flight per follower,
+    four entries per message, no CheckQuorum, and reads in bursts on fresh leaders."""
+    return SimConfig(
+        check_quorum=False,
+        pending_reads_max=2,
+        inflight_messages_max=1,
+        entries_per_message_max=4,
+        workload=WorkloadRates(read_probability=0.5, reads_per_batch_max=4),
+        faults=FaultRates(fresh_leader_fault_probability=0.05),
+    )
+
+
+def no_prevote_profile() -> SimConfig:
+    """``pre_vote=False`` on three nodes that start as two voters and a learner, with heavy
+    membership churn (learners promoted, leaders asked to remove themselves) and faults
+    aimed at changes in flight: a voter cut off raises its term at every timeout, while
+    the node that can win may be one it still sees as a learner (issue 6, bug 4)."""
+    return SimConfig(
+        node_count=3,
+        region_count=3,
+        bootstrap_voters=2,
+        pre_vote=False,
+        workload=WorkloadRates(
+            membership_change_probability=0.6,
+            voters_min=1,
+            remove_leader_probability=0.5,
+            learner_lag_entries_max=64,
+        ),
+        faults=FaultRates(
+            fault_probability_per_tick=0.02,
+            crashed_nodes_max=1,
+            pending_conf_fault_probability=0.2,
+        ),
+    )
+
+
 PROFILES = {
     "default": default_profile,
     "figure8": figure8_profile,
     "crashy": crashy_profile,
+    "stale": stale_profile,
+    "ready-crash": ready_crash_profile,
+    "two-voters": two_voters_profile,
+    "tight-limits": tight_limits_profile,
+    "no-prevote": no_prevote_profile,
 }
 
 

@@ -21,6 +21,8 @@ class RunStats:
     transfers: int = 0  # leadership transfers that ended with the target leading
     transfers_requested: int = 0
     membership_changes: int = 0  # configuration changes applied (first time, globally)
+    two_voter_configs: int = 0  # of those, configurations of exactly two voters
+    leader_self_removals: int = 0  # a leader proposed its own removal (and it was accepted)
     snapshots: int = 0  # snapshots installed by a node from a SNAP message
     snapshots_created: int = 0  # snapshots + compactions done by the runtime
     proposals: int = 0  # proposals appended by a leader
@@ -42,6 +44,8 @@ class RunStats:
     messages_duplicated: int = 0
     messages_reordered: int = 0  # delivered before a message sent earlier on the same link
     messages_delayed: int = 0  # given extra (jitter or clog) delay
+    messages_replayed: int = 0  # old messages sent again much later (stale terms)
+    mid_ready_crashes: int = 0  # crashes inside the handling of a Ready (node.CrashPoint)
     # Liveness.
     ticks: int = 0
     ticks_to_recover: int = 0

@@ -20,11 +20,13 @@ Events by subject:
 - ``n<id>``: ``role`` (role, term, leader), ``leader`` (a node became leader),
   ``persist`` (entries first..last, synced or not), ``apply`` (first..last, digest),
   ``restore`` (snapshot installed), ``snapshot`` (runtime snapshot + compaction),
-  ``crash`` (unsynced writes lost), ``restart`` (what survived), ``conf`` (membership).
+  ``crash`` (unsynced writes lost, and where: ``now`` or a point inside a Ready),
+  ``restart`` (what survived), ``conf`` (membership).
 - ``net``: ``send`` / ``deliver`` / ``drop`` (type, from->to, term, index, entries,
   commit, reject, send sequence number, drop reason); only when message tracing is on
   (``hongbao sim --seed S --trace`` turns it on). A duplicated message is delivered twice.
-- ``fault``: ``partition``, ``oneway``, ``region``, ``isolate``, ``degrade``, ``heal``.
+- ``fault``: ``partition``, ``oneway``, ``region``, ``isolate``, ``degrade``, ``heal``,
+  ``replay`` (old messages sent again), ``arm`` (a node will crash inside its next Ready).
 - ``client``: ``propose`` / ``dropped`` (refused) / ``ack`` (told committed) / ``lost``
   (overwritten: the client's answer is "maybe"), ``read`` / ``served`` (applied index and
   the floor it had to reach), ``transfer``, ``confchange``.

@@ -86,7 +86,10 @@ class Workload:
             for _ in range(rng.randint(1, rates.proposals_per_batch_max)):
                 self.write()
         if rng.random() < rates.read_probability:
-            self.read()
+            burst = 1 if rates.reads_per_batch_max == 1 else rng.randint(
+                1, rates.reads_per_batch_max)
+            for _ in range(burst):
+                self.read()
         if rng.random() < rates.transfer_probability:
             self.transfer()
         if rng.random() < rates.membership_change_probability:
@@ -180,7 +183,11 @@ class Workload:
         except (ProposalDropped, ConfChangeError) as refused:
             self._emit("confchange", f"{change.type.name}={change.node_id} "
                        f"refused={type(refused).__name__}")
+            if change.node_id == leader.node_id and isinstance(refused, ConfChangeError):
+                self.transfer()  # an operator hands over first, then removes the old leader
             return
+        if change.type is ConfChangeType.REMOVE_NODE and change.node_id == leader.node_id:
+            self._stats.leader_self_removals += 1
         self._emit("confchange", f"{change.type.name}={change.node_id} index={index} term={term}")
         self._cluster.settle(leader)
 
@@ -190,6 +197,10 @@ class Workload:
         conf = core.conf_state
         options: list[ConfChange] = []
         if len(conf.voters) > self._rates.voters_min:
+            if leader.node_id in conf.voters and self._rates.remove_leader_probability > 0 and (
+                self._rng.random() < self._rates.remove_leader_probability
+            ):
+                return ConfChange(ConfChangeType.REMOVE_NODE, leader.node_id)
             options += [ConfChange(ConfChangeType.REMOVE_NODE, n) for n in sorted(conf.voters)]
         outsiders = sorted(set(self._cluster.node_ids) - conf.members)
         options += [ConfChange(ConfChangeType.ADD_LEARNER, n) for n in outsiders]
