@@ -12,6 +12,7 @@ def register(group: click.Group) -> None:
     from hongbao.cli.envelope import envelope
     from hongbao.cli.node import node
     from hongbao.cli.sim import sim
+    from hongbao.cli.toxiproxy import toxiproxy
     from hongbao.cli.wallet import wallet
 
     group.add_command(sim)
@@ -24,3 +25,4 @@ def register(group: click.Group) -> None:
     group.add_command(wallet)
     group.add_command(envelope)
     group.add_command(bench)
+    group.add_command(toxiproxy)
