@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SIM_SEEDS ?= 10000
+FUZZ_EXAMPLES ?= 5000
 
-.PHONY: install demo test sim bench lint proto clean
+.PHONY: install demo test sim fuzz bench lint proto clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "hongbao needs Python 3.11+")'
@@ -25,6 +26,11 @@ test: $(STAMP)
 
 sim: $(STAMP)
 	$(VENV)/bin/hongbao sim --seeds $(SIM_SEEDS) --jobs 0
+
+# Hostile input through the node's own decoding and checks (tests/security/test_fuzz.py;
+# make test runs 60 examples per target): prints inputs tried, crashes, stops, state changes.
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q tests/security/test_fuzz.py
 
 # The figures of the notes, each a median over runs with its baseline from the same run.
 bench: $(STAMP)

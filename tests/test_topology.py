@@ -274,7 +274,11 @@ def test_other_inconsistencies() -> None:
     rejected(doc, "nodes", "region 'chengdu' has no node")
     doc = base()
     doc["timing"] = {"election_timeout_ticks": 2, "heartbeat_interval_ticks": 2}
-    rejected(doc, "timing.election_timeout_ticks", "must exceed heartbeat_interval_ticks")
+    rejected(doc, "timing.election_timeout_ticks", "at least twice heartbeat_interval_ticks")
+    # Passes "exceeds the heartbeat" but not CheckQuorum's round trip: refused here, not
+    # later by every core at start-up.
+    doc["timing"] = {"election_timeout_ticks": 9, "heartbeat_interval_ticks": 5}
+    rejected(doc, "timing.election_timeout_ticks", "at least twice heartbeat_interval_ticks (5)")
     doc = base()
     doc["limits"] = {"envelope_shares": 10}
     rejected(doc, "limits", "unknown key(s) envelope_shares")
@@ -369,3 +373,82 @@ def delete_path(doc: dict[str, object], path: tuple[object, ...]) -> None:
     for step in path[:-1]:
         target = target[step]  # type: ignore[index]
     del target[path[-1]]  # type: ignore[attr-defined]
+
+
+# -- [runtime]: the node runtime's limits --------------------------------------------------
+
+
+def test_runtime_limits_default_and_are_read() -> None:
+    from hongbao.node.runtime_limits import RuntimeLimits
+
+    assert parse_topology(base()).runtime == RuntimeLimits()
+    doc = base()
+    doc["runtime"] = {"snapshot_interval_entries": 50, "trailing_entries": 0}
+    runtime = parse_topology(doc).runtime
+    assert (runtime.snapshot_interval_entries, runtime.trailing_entries) == (50, 0)
+    assert runtime.inbound_messages_max == RuntimeLimits().inbound_messages_max
+
+
+@pytest.mark.parametrize(
+    ("runtime", "where", "fragment"),
+    [
+        ({"snapshot_every": 5}, "runtime", "unknown key(s) snapshot_every (allowed: "),
+        ({"trailing_entries": "1"}, "runtime.trailing_entries", "an integer, not a string"),
+        ({"trailing_entries": True}, "runtime.trailing_entries", "not a boolean"),
+        ({"snapshot_interval_entries": 2.5}, "runtime.snapshot_interval_entries", "not a float"),
+        ({"snapshot_interval_entries": 0}, "runtime.snapshot_interval_entries", "in 1..100000000"),
+        ({"trailing_entries": -1}, "runtime.trailing_entries", "-1 must be in 0..10000000"),
+        ({"ticks_per_cycle_max": 1001}, "runtime.ticks_per_cycle_max", "must be in 1..1000"),
+        (
+            {"inbound_messages_max": 10, "inbound_per_cycle_max": 11},
+            "runtime",
+            "inbound_per_cycle_max (11) must not exceed inbound_messages_max (10)",
+        ),
+        ([1, 2], "runtime", "must be a table ([runtime]), not an array"),
+    ],
+)
+def test_runtime_table_is_checked(runtime: object, where: str, fragment: str) -> None:
+    doc = base()
+    doc["runtime"] = runtime
+    rejected(doc, where, fragment)
+
+
+def test_node_run_flags_override_the_runtime_table(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``node run`` hands NodeServer the file's [runtime] with its flags laid over it."""
+    from click.testing import CliRunner
+
+    import hongbao.node.server as server_module
+    from hongbao.cli.node import node as cli
+    from hongbao.localcluster import write_topology
+
+    config = write_topology(
+        tmp_path / "t.toml",
+        template=CONFIGS / "local.toml",
+        overrides={"runtime": {"snapshot_interval_entries": 40, "pending_reads_per_shard_max": 9}},
+    )
+    seen: list[object] = []
+
+    class Recorder:
+        def __init__(self, **kwargs: object) -> None:
+            seen.append(kwargs["runtime_limits"])
+
+        async def serve_until_signal(self, on_ready: object) -> None:
+            return None
+
+    monkeypatch.setattr(server_module, "NodeServer", Recorder)
+    base_args = ["run", "--config", str(config), "--node", "1", "--insecure"]
+    args = [*base_args, "--data-dir", str(tmp_path / "d"), "--trailing-entries", "7"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    (limits,) = seen
+    assert (
+        limits.snapshot_interval_entries,  # type: ignore[attr-defined]
+        limits.trailing_entries,  # type: ignore[attr-defined]
+        limits.pending_reads_per_shard_max,  # type: ignore[attr-defined]
+    ) == (40, 7, 9)
+    bad = CliRunner().invoke(cli, [*base_args, "--data-dir", str(tmp_path / "d"),
+                                   "--trailing-entries", "99999999"])  # fmt: skip
+    assert bad.exit_code != 0
+    assert "trailing_entries = 99999999 must be in 0..10000000" in bad.output

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Final
 
+import grpc
+
 RECONNECT_BACKOFF_MS_INITIAL: Final = 100
 RECONNECT_BACKOFF_MS_MAX: Final = 1_000
 
@@ -21,3 +23,18 @@ def channel_options(message_bytes_max: int) -> list[tuple[str, int]]:
         ("grpc.initial_reconnect_backoff_ms", RECONNECT_BACKOFF_MS_INITIAL),
         ("grpc.max_reconnect_backoff_ms", RECONNECT_BACKOFF_MS_MAX),
     ]
+
+
+def open_channel(
+    address: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: list[tuple[str, int]],
+) -> grpc.aio.Channel:
+    """A channel to ``address``: mutual TLS with ``credentials``, plaintext without.
+
+    Plaintext only when the caller holds no credentials, which happens only when the
+    topology says ``tls = false`` (see :mod:`hongbao.security.tls`).
+    """
+    if credentials is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, credentials, options=options)

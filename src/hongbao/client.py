@@ -20,7 +20,7 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from hongbao.channel_options import channel_options
+from hongbao.channel_options import channel_options, open_channel
 from hongbao.ledger.sharding import parse_envelope_id, shard_for_user
 from hongbao.node.errors import (
     ErrorReason,
@@ -32,6 +32,7 @@ from hongbao.node.errors import (
     make_error,
 )
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
+from hongbao.security.tls import ClientCredentials, client_credentials
 from hongbao.topology import Topology
 
 Response = TypeVar("Response", bound=ProtoMessage)
@@ -44,14 +45,19 @@ class ClientOptions:
     timeout_s: float = 5.0
     attempts_max: int = 10
     grpc_message_bytes_max: int = 8 << 20
+    # Mutual TLS: None takes the certificates directory of a ``tls = true`` topology
+    # (hongbao.security.tls); ignored when the topology says ``tls = false``.
+    credentials: ClientCredentials | None = None
 
 
 class _Stubs:
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.wallet = ledger_pb2_grpc.WalletStub(channel)
-        self.envelopes = ledger_pb2_grpc.EnvelopesStub(channel)
-        self.batch = ledger_pb2_grpc.BatchStub(channel)
-        self.admin = admin_pb2_grpc.AdminStub(channel)
+    """The ledger stubs ride one channel, Admin another when its identity differs."""
+
+    def __init__(self, ledger: grpc.aio.Channel, admin: grpc.aio.Channel) -> None:
+        self.wallet = ledger_pb2_grpc.WalletStub(ledger)
+        self.envelopes = ledger_pb2_grpc.EnvelopesStub(ledger)
+        self.batch = ledger_pb2_grpc.BatchStub(ledger)
+        self.admin = admin_pb2_grpc.AdminStub(admin)
 
 
 def new_request_id() -> str:
@@ -63,13 +69,23 @@ class HongbaoClient:
         self.topology = topology
         self.options = options or ClientOptions()
         self._leaders = {s: int(topology.home_leader_of(s)) for s in range(topology.shard_count)}
-        self._channels: dict[int, grpc.aio.Channel] = {}
+        self._channels: dict[int, list[grpc.aio.Channel]] = {}
+        credentials: ClientCredentials | None = None
+        if topology.tls:  # raises TlsError when the certificates are missing or bad
+            credentials = self.options.credentials or client_credentials(topology)
+        self._ledger_credentials = (
+            credentials.ledger.channel_credentials() if credentials is not None else None
+        )
+        self._admin_credentials = self._ledger_credentials
+        if credentials is not None and not credentials.one_identity:
+            self._admin_credentials = credentials.admin.channel_credentials()
         self._stubs: dict[int, _Stubs] = {}
         self.retries = 0
 
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
+        for channels in self._channels.values():
+            for channel in channels:
+                await channel.close()
         self._channels.clear()
         self._stubs.clear()
 
@@ -82,12 +98,14 @@ class HongbaoClient:
     def stubs(self, node_id: int) -> _Stubs:
         stubs = self._stubs.get(node_id)
         if stubs is None:
-            size = self.options.grpc_message_bytes_max
-            channel = grpc.aio.insecure_channel(
-                self.topology.node(node_id).address, options=channel_options(size)
-            )
-            self._channels[node_id] = channel
-            stubs = self._stubs[node_id] = _Stubs(channel)
+            address = self.topology.node(node_id).address
+            options = channel_options(self.options.grpc_message_bytes_max)
+            ledger = open_channel(address, self._ledger_credentials, options)
+            admin = ledger
+            if self._admin_credentials is not self._ledger_credentials:
+                admin = open_channel(address, self._admin_credentials, options)
+            self._channels[node_id] = [ledger] if admin is ledger else [ledger, admin]
+            stubs = self._stubs[node_id] = _Stubs(ledger, admin)
         return stubs
 
     # -- routing -------------------------------------------------------------------------

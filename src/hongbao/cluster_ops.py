@@ -28,7 +28,7 @@ from pathlib import Path
 import grpc
 
 from hongbao.client import ClientOptions, HongbaoClient
-from hongbao.localcluster import wait_until
+from hongbao.localcluster import insecure_args, wait_until
 from hongbao.proto.gen.hongbao.v1 import admin_pb2
 from hongbao.topology import NodeSpec, Topology, load_topology
 
@@ -219,6 +219,7 @@ def spawn_node(
         "--data-dir", str(data_dir),
         "--ready-file", str(ready_path(data_dir, node_id)),
         *(["--no-fsync"] if no_fsync else []),
+        *insecure_args(load_topology(config_path)),
     ]  # fmt: skip
     log = str(log_path(data_dir, node_id))
     file_actions = [

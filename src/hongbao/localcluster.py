@@ -51,8 +51,14 @@ def write_topology(
     ports: Iterable[int] | None = None,
     overrides: dict[str, object] | None = None,
 ) -> Path:
-    """Copy ``template`` to ``path`` with fresh 127.0.0.1 ports and top-level overrides."""
+    """Copy ``template`` to ``path`` with fresh 127.0.0.1 ports and top-level overrides.
+
+    A relative ``certs_dir`` is made absolute, so the copy names the template's certificates.
+    """
     data = tomllib.loads(template.read_text())
+    certs_dir = data.get("certs_dir")
+    if isinstance(certs_dir, str):
+        data["certs_dir"] = str((template.resolve().parent / certs_dir).resolve())
     nodes = data["nodes"]
     chosen = list(ports) if ports is not None else free_ports(len(nodes))
     for node, port in zip(nodes, chosen, strict=True):
@@ -141,6 +147,7 @@ class LocalCluster:
             "--data-dir", str(self.data_dir),
             "--ready-file", str(ready),
             *(["--no-fsync"] if self.no_fsync else []),
+            *insecure_args(self.topology),
             *self.node_args,
         ]  # fmt: skip
         log = self.log_path(node_id).open("ab")
@@ -224,6 +231,11 @@ class LocalCluster:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def insecure_args(topology: Topology) -> list[str]:
+    """``--insecure`` for a node of a ``tls = false`` topology, which says so in its file."""
+    return [] if topology.tls else ["--insecure"]
 
 
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:

@@ -17,20 +17,25 @@ A ``[[shards]]`` entry replaces the computed placement of that one shard.
 Raft node ids inside a group are the nodes' global ids, hence positive (0 is "nobody").
 ``[limits]`` holds fields of :class:`hongbao.ledger.limits.Limits` (any subset; the rest
 keep their defaults); they are the shards' *initial* limits, written into each shard's
-state at its creation and changed later only through the log.
+state at its creation and changed later only through the log. ``[runtime]`` holds fields
+of :class:`hongbao.node.runtime_limits.RuntimeLimits` (any subset, each within its range):
+every node process started from the file runs with them (``hongbao node run`` flags, where
+they exist, override them for that one process).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import NewType, NoReturn, TypeGuard, final
 
 from hongbao._invariant import invariant
 from hongbao.ledger.limits import Limits, limits_problem
+from hongbao.node.runtime_limits import RUNTIME_LIMIT_RANGES, RuntimeLimits, runtime_limits_problem
 from hongbao.raft.types import NodeId
 
 ShardId = NewType("ShardId", int)
@@ -45,8 +50,9 @@ TIMING_DEFAULTS: Mapping[str, int] = MappingProxyType(
 
 _LIMIT_KEYS = frozenset(field.name for field in fields(Limits))
 _TOP_KEYS = frozenset(
-    {"shard_count", "replication_factor", "timing", "limits", "regions", "nodes", "shards"}
-)
+    {"shard_count", "replication_factor", "timing", "limits", "regions", "nodes", "shards",
+     "tls", "certs_dir", "runtime"}
+)  # fmt: skip
 
 
 class TopologyError(ValueError):
@@ -117,6 +123,12 @@ class Topology:
     timing: Timing
     placements: tuple[ShardPlacement, ...]  # placements[s].shard_id == s
     limits: Limits  # the initial limits of every shard
+    # Mutual TLS on every link (hongbao.security.tls). The file's ``tls``; when it has
+    # none, true unless every host is loopback. ``certs_dir``: absolute, or None.
+    tls: bool = False
+    certs_dir: str | None = None
+    # Each node runtime's bounds and snapshot cadence ([runtime]; node run flags override).
+    runtime: RuntimeLimits = field(default_factory=RuntimeLimits)
 
     def node(self, node_id: int) -> NodeSpec:
         for spec in self.nodes:
@@ -150,7 +162,7 @@ class Topology:
 
 
 def load_topology(path: str | Path) -> Topology:
-    """Read and check the topology file at ``path``."""
+    """Read and check the topology file at ``path`` (``certs_dir`` is relative to it)."""
     source = str(path)
     try:
         with open(path, "rb") as file:
@@ -159,7 +171,11 @@ def load_topology(path: str | Path) -> Topology:
         raise TopologyError(source, "file", f"cannot read: {error}") from error
     except tomllib.TOMLDecodeError as error:
         raise TopologyError(source, "toml", f"not valid TOML: {error}") from error
-    return parse_topology(data, source=source)
+    topology = parse_topology(data, source=source)
+    if topology.certs_dir is not None:
+        certs_dir = (Path(path).resolve().parent / topology.certs_dir).resolve()
+        topology = replace(topology, certs_dir=str(certs_dir))
+    return topology
 
 
 def parse_topology(data: Mapping[str, object], *, source: str = "<topology>") -> Topology:
@@ -201,7 +217,39 @@ def _parse(data: Mapping[str, object]) -> Topology:
         timing=_parse_timing(data),
         placements=tuple(placements),
         limits=_parse_limits(data),
+        tls=_parse_tls(data, nodes),
+        certs_dir=_parse_certs_dir(data),
+        runtime=_parse_runtime(data),
     )
+
+
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _parse_tls(data: Mapping[str, object], nodes: Sequence[NodeSpec]) -> bool:
+    """``tls``; absent, true unless every node's host is loopback (secure by default)."""
+    value = data.get("tls")
+    if value is None:
+        return not all(is_loopback_host(n.host) for n in nodes)
+    if not isinstance(value, bool):
+        raise _Problem("tls", f"must be true or false, not {_type_name(value)} ({value!r})")
+    return value
+
+
+def _parse_certs_dir(data: Mapping[str, object]) -> str | None:
+    value = data.get("certs_dir")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise _Problem("certs_dir", f"must be a directory path, not {value!r}")
+    return value
 
 
 def _parse_regions(data: Mapping[str, object]) -> tuple[Region, ...]:
@@ -301,11 +349,13 @@ def _parse_timing(data: Mapping[str, object]) -> Timing:
         for key, default in TIMING_DEFAULTS.items()
     }
     timing = Timing(**values)
-    if timing.election_timeout_ticks <= timing.heartbeat_interval_ticks:
+    # The cores run with CheckQuorum: a leader needs a heartbeat round trip inside one
+    # election timeout, or it steps down from a healthy group (RaftConfig.validate).
+    if timing.election_timeout_ticks < 2 * timing.heartbeat_interval_ticks:
         raise _Problem(
             "timing.election_timeout_ticks",
-            f"{timing.election_timeout_ticks} "
-            f"must exceed heartbeat_interval_ticks ({timing.heartbeat_interval_ticks})",
+            f"{timing.election_timeout_ticks} must be at least twice "
+            f"heartbeat_interval_ticks ({timing.heartbeat_interval_ticks})",
         )
     return timing
 
@@ -317,6 +367,22 @@ def _parse_limits(data: Mapping[str, object]) -> Limits:
     problem = limits_problem(limits)
     if problem is not None:
         raise _Problem("limits", problem)
+    return limits
+
+
+def _parse_runtime(data: Mapping[str, object]) -> RuntimeLimits:
+    """``[runtime]``: any subset of RuntimeLimits' fields, each within its range."""
+    table = _optional_table(data, "runtime")
+    _reject_unknown_keys(table, frozenset(RUNTIME_LIMIT_RANGES), "runtime")
+    values = {
+        key: _int(table, key, "runtime", minimum=low, maximum=high)
+        for key, (low, high) in RUNTIME_LIMIT_RANGES.items()
+        if key in table
+    }
+    limits = RuntimeLimits(**values)
+    problem = runtime_limits_problem(limits)
+    if problem is not None:
+        raise _Problem("runtime", problem)
     return limits
 
 

@@ -26,6 +26,7 @@ from hongbao.ledger.store import Table, iterate
 from hongbao.localcluster import STOP_TIMEOUT_S, LocalCluster, write_topology
 from hongbao.node.errors import HongbaoError, error_from_rpc_error
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2_grpc
+from hongbao.security.tls import client_credentials
 from hongbao.topology import Topology
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,13 +39,18 @@ QUIESCE_TIMEOUT_S = 60.0
 T = TypeVar("T")
 
 
-def make_topology(path: Path, *, limits: dict[str, int] | None = None) -> Path:
-    """A copy of configs/local.toml with fresh ports and, optionally, other [limits]."""
-    overrides: dict[str, object] | None = None
+def make_topology(
+    path: Path, *, limits: dict[str, int] | None = None, runtime: dict[str, int] | None = None
+) -> Path:
+    """A copy of configs/local.toml with fresh ports and, optionally, other [limits] and a
+    [runtime] table (the node runtime's limits, e.g. a small snapshot interval)."""
+    overrides: dict[str, object] = {}
     if limits:
         merged = dict(tomllib.loads(TEMPLATE.read_text()).get("limits", {}))
         merged.update(limits)
-        overrides = {"limits": merged}
+        overrides["limits"] = merged
+    if runtime:
+        overrides["runtime"] = dict(runtime)
     return write_topology(path, template=TEMPLATE, overrides=overrides)
 
 
@@ -101,7 +107,12 @@ class Harness:
     def channel(self, node_id: int) -> grpc.Channel:
         channel = self._channels.get(node_id)
         if channel is None:
-            channel = grpc.insecure_channel(self.topology.node(node_id).address)
+            address = self.topology.node(node_id).address
+            credentials = client_credentials(self.topology)  # None: tls = false
+            if credentials is None:
+                channel = grpc.insecure_channel(address)
+            else:  # the operator's certificate: Status (Admin) and the ledger alike
+                channel = grpc.secure_channel(address, credentials.admin.channel_credentials())
             self._channels[node_id] = channel
         return channel
 
@@ -318,10 +329,11 @@ def running_cluster(
     no_fsync: bool = True,
     node_args: Iterable[str] = (),
     limits: dict[str, int] | None = None,
+    runtime: dict[str, int] | None = None,
 ) -> Iterator[Harness]:
     """A started 3-node cluster whose shards all have leaders; killed on every exit path."""
     root.mkdir(parents=True, exist_ok=True)
-    config = make_topology(root / "topology.toml", limits=limits)
+    config = make_topology(root / "topology.toml", limits=limits, runtime=runtime)
     with LocalCluster(config, root / "data", no_fsync=no_fsync, node_args=node_args) as cluster:
         harness = Harness(cluster)
         try:

@@ -18,7 +18,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hongbao.channel_options import RECONNECT_BACKOFF_MS_MAX
 from hongbao.client import HongbaoClient
 from hongbao.ledger.sharding import shard_for_user
-from hongbao.node.server import SERVICE_NAMES
+from hongbao.node.server import CLIENT_SERVICE_NAMES, SERVICE_NAMES
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, ledger_pb2
 from tests.cluster.support import Harness, wait_for
 
@@ -48,8 +48,9 @@ def test_reflection_lists_the_public_services(cluster: Harness) -> None:
     request = reflection_pb2.ServerReflectionRequest(list_services="")
     responses = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
     listed = {s.name for s in responses[0].list_services_response.service}
-    assert set(SERVICE_NAMES) <= listed
+    assert set(CLIENT_SERVICE_NAMES) <= listed
     assert "grpc.health.v1.Health" in listed
+    assert not listed & {"hongbao.v1.Peer", "hongbao.v1.Admin"}  # issue 12: not to clients
 
 
 def test_sigterm_exits_cleanly_and_a_restart_keeps_what_was_applied(cluster: Harness) -> None:

@@ -348,6 +348,20 @@ class Model:
         expect(receipt.outbox_seq == seq or self.credit_immediately, "grab outbox seq")
         return None
 
+    def shown(self, shard: int, envelope_id: str, reader_clock: int) -> dict[str, object]:
+        """What Show must answer now: the envelope as applied, nothing projected; its expiry
+        is pending when OPEN and the TTL passed by the reader's clock or the shard's."""
+        e = self.envelopes[envelope_id]
+        due = max(reader_clock, self.clock[shard]) >= e.expires_at
+        return {
+            "status": e.status,
+            "remaining_fen": e.remaining,
+            "remaining_count": e.remaining_count,
+            "refunded_fen": e.refunded,
+            "grabs": dict(e.grabs),
+            "expiry_pending": e.status is EnvelopeStatus.OPEN and due,
+        }
+
     def expire(self, envelope: ModelEnvelope) -> None:
         self.balances[envelope.sender] += envelope.remaining
         envelope.refunded, envelope.remaining = envelope.remaining, 0

@@ -130,16 +130,43 @@ def test_a_grab_after_the_ttl_refunds_lazily_and_the_sweep_skips_it() -> None:
     c.audit()
 
 
-def test_show_projects_expiry_exactly_as_it_will_be_applied() -> None:
+def test_show_past_the_ttl_reports_the_applied_state_and_claims_no_refund() -> None:
+    """A read decides nothing: until a log entry expires it, the envelope is OPEN with its
+    escrow, flagged expiry_pending; the refund is what the expiring entry applies."""
     c, sender = setup()
     envelope = send(c, sender, EnvelopeKind.LUCKY, 1_000, 3)
     c.one(0, GrabEnvelope(c.rid(), envelope, c.users(0, 2)[1]))
+    before = show(c, envelope)
+    expires = before.expires_at_ms
+    assert not show(c, envelope, now_ms=expires - 1).expiry_pending
+    pending = show(c, envelope, now_ms=expires)
+    assert pending == replace(before, expiry_pending=True)
+    assert (pending.status, pending.refunded_fen) == (EnvelopeStatus.OPEN, 0)
+    # A grab stamped before the TTL still lands after that read, and the read stays true.
+    late = ok(c.one(0, GrabEnvelope(c.rid(), envelope, sender), ts_ms=expires - 1), GrabReceipt)
+    assert late.ordinal == 2
+    swept = ok(c.one(0, ExpireEnvelopes(expires, 1), ts_ms=expires), ExpiryReport)
+    after = show(c, envelope, now_ms=expires)
+    assert (after.status, after.refunded_fen, after.expiry_pending) == (
+        EnvelopeStatus.EXPIRED,
+        pending.remaining_fen - late.amount_fen,
+        False,
+    )
+    assert swept.refunded_fen == after.refunded_fen
+    assert balance(c, sender) == 100_000 - 1_000 + late.amount_fen + after.refunded_fen
+
+
+def test_show_flags_pending_expiry_by_the_shard_clock_even_for_a_lagging_reader() -> None:
+    c, sender = setup()
+    envelope = send(c, sender, EnvelopeKind.FIXED, 900, 3)
     expires = show(c, envelope).expires_at_ms
-    assert show(c, envelope, now_ms=expires - 1).status is EnvelopeStatus.OPEN
-    projected = show(c, envelope, now_ms=expires)
-    assert projected.status is EnvelopeStatus.EXPIRED
-    c.one(0, ExpireEnvelopes(expires, 1), ts_ms=expires)
-    assert show(c, envelope, now_ms=expires) == projected
+    c.one(0, Deposit(c.rid(), sender, 1), ts_ms=expires + 5)  # the shard clock passes it
+    shown = show(c, envelope, now_ms=expires - 10_000)
+    assert (shown.status, shown.expiry_pending, shown.refunded_fen) == (
+        EnvelopeStatus.OPEN,
+        True,
+        0,
+    )
 
 
 def test_sweep_is_bounded_and_goes_in_expiry_order() -> None:
@@ -179,7 +206,7 @@ def test_best_luck_is_the_largest_share_and_ties_go_to_the_earliest() -> None:
     envelope = Envelope("e0-1", 1, "s", EnvelopeKind.LUCKY, 100, 4, 50, 0, 0, 0,
                         EnvelopeStatus.EMPTY, 0, 1, "00")  # fmt: skip
     grabs = (Grab(1, "a", 20, 5), Grab(2, "b", 30, 6), Grab(3, "c", 30, 7), Grab(4, "d", 20, 8))
-    assert _view(envelope, grabs).best_luck_ordinal == 2
-    assert _view(envelope, ()).best_luck_ordinal is None
+    assert _view(envelope, grabs, expiry_pending=False).best_luck_ordinal == 2
+    assert _view(envelope, (), expiry_pending=False).best_luck_ordinal is None
     fixed = replace(envelope, kind=EnvelopeKind.FIXED)
-    assert _view(fixed, grabs).best_luck_ordinal is None
+    assert _view(fixed, grabs, expiry_pending=False).best_luck_ordinal is None

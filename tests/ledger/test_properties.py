@@ -5,7 +5,10 @@ the model's; then conservation and the other audit checks hold, every balance an
 matches the model, the outboxes hold exactly what is in flight, and the replicas' digests
 are equal. The courier delivers in random order with duplicates and gaps, and acknowledges
 at random points up to what the destination applied. One rule swaps a replica's shard for
-a snapshot of it, so later steps also run on restored state.
+a snapshot of it, so later steps also run on restored state. Another interleaves grabs,
+sweeps and Shows stamped within a few ms of an envelope's expiry instant: every Show must
+answer the model's applied state (no projected refund), and no Show answer may be
+contradicted by anything applied after it.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from hongbao.ledger import (
     Command,
     Deposit,
     EnvelopeKind,
+    EnvelopeStatus,
     ExpireEnvelopes,
     Freeze,
     GetAccount,
@@ -97,6 +101,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.log_index = [0] * SHARDS
         self.request_ids = itertools.count()
         self.issued: dict[int, list[Command]] = {shard: [] for shard in range(SHARDS)}
+        self.answers: dict[str, list[EnvelopeView]] = {}  # every Show answer, in order
         for shard, users in USERS.items():  # everyone starts with 9,000 fen
             for user in users:
                 seed = [Deposit(f"seed-{user}-{n}", user, 3_000) for n in range(3)]
@@ -192,6 +197,44 @@ class LedgerMachine(RuleBasedStateMachine):
         return Deposit(self.rid(), local, amount(rng))
 
     @rule(data=st.data())
+    def around_expiry(self, data: st.DataObject) -> None:
+        """Grabs, sweeps and Shows stamped within a few ms of an envelope's expiry instant,
+        in any order: a grab stamped before it may land after a Show read past it."""
+        candidates = sorted(self.model.envelopes)
+        if not candidates:
+            return
+        envelope_id = data.draw(st.sampled_from(candidates[-4:]), label="envelope")
+        shard = int(envelope_id[1:].split("-")[0])
+        expires = self.model.envelopes[envelope_id].expires_at
+        offsets = st.integers(-2, 2)
+        steps = st.tuples(st.sampled_from(["grab", "sweep", "show"]), offsets, st.integers(1, 2))
+        for step, offset, limit in data.draw(st.lists(steps, min_size=2, max_size=6), "steps"):
+            at = expires + offset
+            if step == "grab":
+                user = data.draw(st.sampled_from(ALL_USERS), label="grabber")
+                self.commit(shard, at, [GrabEnvelope(self.rid(), envelope_id, user)])
+            elif step == "sweep":
+                self.commit(shard, at, [ExpireEnvelopes(min(at, self.model.clock[shard]), limit)])
+            else:
+                self.show_and_check(shard, envelope_id, reader_clock=at)
+
+    def show_and_check(self, shard: int, envelope_id: str, *, reader_clock: int) -> None:
+        result = query(self.replicas[0][shard], ShowEnvelope(envelope_id), now_ms=reader_clock)
+        assert isinstance(result, Ok), result
+        view = result.data
+        assert isinstance(view, EnvelopeView)
+        actual = {
+            "status": view.status,
+            "remaining_fen": view.remaining_fen,
+            "remaining_count": view.remaining_count,
+            "refunded_fen": view.refunded_fen,
+            "grabs": {g.user_id: g.amount_fen for g in view.grabs},
+            "expiry_pending": view.expiry_pending,
+        }
+        assert actual == self.model.shown(shard, envelope_id, reader_clock)
+        self.answers.setdefault(envelope_id, []).append(view)
+
+    @rule(data=st.data())
     def courier(self, data: st.DataObject) -> None:
         pairs = sorted(pair for pair, sent in self.model.sent.items() if sent)
         if not pairs:
@@ -278,6 +321,22 @@ class LedgerMachine(RuleBasedStateMachine):
             assert {g.user_id: g.amount_fen for g in shown.grabs} == envelope.grabs
             if shown.remaining_count == 0:
                 assert shown.grabbed_fen == shown.total_fen
+
+    @invariant()
+    def no_show_answer_is_contradicted_later(self) -> None:
+        """Every Show answered so far still holds as an earlier state of the same log."""
+        for envelope_id, views in self.answers.items():
+            now = self.model.envelopes[envelope_id]
+            grabbed = list(now.grabs.items())
+            for view in views:
+                assert [(g.user_id, g.amount_fen) for g in view.grabs] == grabbed[: len(view.grabs)]
+                if view.status is not EnvelopeStatus.OPEN:  # a closed envelope is final
+                    assert (now.status, now.refunded, len(now.grabs)) == (
+                        view.status,
+                        view.refunded_fen,
+                        len(view.grabs),
+                    )
+                assert view.refunded_fen in (0, now.refunded)
 
     @invariant()
     def outboxes_hold_exactly_what_is_unacknowledged(self) -> None:

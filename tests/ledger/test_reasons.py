@@ -26,6 +26,7 @@ from hongbao.ledger import (
     SetLimits,
     Transfer,
     Withdraw,
+    books,
     query,
 )
 from hongbao.ledger.records import CreditKind
@@ -125,6 +126,9 @@ scenario(Reason.BATCH_TOO_LARGE)(lambda w: Final(tuple(Deposit(w.rid(), w.a, 1) 
 scenario(Reason.TIME_IN_FUTURE)(lambda w: one(ExpireEnvelopes(now_ms=w.c.now_ms + 1, limit=1)))
 scenario(Reason.ACK_BEYOND_OUTBOX)(lambda w: one(Acknowledge(destination_shard=1, up_to_seq=1)))
 scenario(Reason.SEQUENCE_GAP)(lambda w: one(_deliver(w, seq=2)))
+# With the shard's holdings capped at what World deposits (see test_reason); the real
+# bound, 2^63 - 1 fen, is reached for real in test_overflow.py.
+scenario(Reason.HOLDINGS_LIMIT_EXCEEDED)(lambda w: one(Deposit(w.rid(), w.a, 1)))
 scenario(Reason.ACCOUNT_NOT_FOUND)(lambda w: one(Withdraw(w.rid(), w.c.users(0, 4)[3], 1)))
 scenario(Reason.ENVELOPE_NOT_FOUND)(lambda w: one(GrabEnvelope(w.rid(), "e0-99", w.a)))
 
@@ -177,8 +181,13 @@ def test_every_reason_has_a_scenario() -> None:
     assert set(SCENARIOS) == set(Reason)
 
 
+HOLDINGS_OF_WORLD_FEN = 40_000
+
+
 @pytest.mark.parametrize("reason", list(Reason), ids=str)
-def test_reason(reason: Reason) -> None:
+def test_reason(reason: Reason, monkeypatch: pytest.MonkeyPatch) -> None:
+    if reason is Reason.HOLDINGS_LIMIT_EXCEEDED:
+        monkeypatch.setattr(books, "HOLDINGS_MAX_FEN", HOLDINGS_OF_WORLD_FEN)
     world = World()
     final = SCENARIOS[reason](world)
     before = [money_view(store) for store in world.c.stores.values()]
@@ -213,6 +222,7 @@ def test_error_classes() -> None:
         Reason.ENVELOPE_EMPTY,
         Reason.ALREADY_GRABBED,
         Reason.SEQUENCE_GAP,
+        Reason.HOLDINGS_LIMIT_EXCEEDED,
     }
 
 

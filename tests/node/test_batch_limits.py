@@ -20,6 +20,7 @@ from hongbao.ledger.results import Rejected, Result
 from hongbao.node import courier as courier_module
 from hongbao.node import ledger_service
 from hongbao.node.courier import Courier
+from hongbao.node.peer_guard import RefusalLog
 from hongbao.node.runtime import NodeRuntime
 from hongbao.node.storage import Durability, NodeEnv
 from hongbao.node.transport import TransportLimits
@@ -101,6 +102,8 @@ def test_courier_batches_are_accepted_by_a_remote_destination(
         limits=limits,
         node=lambda node_id: SimpleNamespace(address=f"127.0.0.1:{7000 + node_id}"),
         home_leader_of=lambda shard_id: 2,
+        shard_count=2,
+        replicas_of=lambda shard_id: (1, 2),
     )
     source_runtime = _FakeRuntime(cluster, [0], topology, node_id=1)
     destination_runtime = _FakeRuntime(cluster, [1], topology, node_id=2)
@@ -121,6 +124,7 @@ def test_courier_batches_are_accepted_by_a_remote_destination(
                 destination_runtime,  # type: ignore[arg-type]
                 destination_courier,
                 request,
+                RefusalLog(),
             )
 
     monkeypatch.setattr(courier_module, "peer_pb2_grpc", SimpleNamespace(PeerStub=FakeStub))

@@ -297,3 +297,45 @@ def test_only_snap_messages_are_chunked() -> None:
                 shard_id=1, message=replace(_snap_message(b""), snapshot=None), chunk_size_bytes=4
             )
         )
+
+
+def test_staging_is_bounded_in_total_across_streams() -> None:
+    """Two streams that start a snapshot and never finish hold one budget, not one each."""
+    budget = codec.StagingBudget(total_bytes_max=20)
+    first = SnapshotAssembler(snapshot_size_bytes_max=16, budget=budget)
+    second = SnapshotAssembler(snapshot_size_bytes_max=16, budget=budget)
+    ack, _ = first.accept(_chunks(_snap_message(b"a" * 16))[0])
+    assert ack.status == peer_pb2.SNAPSHOT_CHUNK_STATUS_ACCEPTED
+    ack, _ = second.accept(_chunks(_snap_message(b"b" * 16))[0])
+    assert ack.status == peer_pb2.SNAPSHOT_CHUNK_STATUS_REJECTED
+    assert "total" in ack.message
+    first.close()  # the first stream ended: its reservation is released
+    assert budget.reserved_bytes == 0
+    ack, _ = second.accept(_chunks(_snap_message(b"b" * 16))[0])
+    assert ack.status == peer_pb2.SNAPSHOT_CHUNK_STATUS_ACCEPTED
+
+
+def test_a_completed_transfer_releases_its_budget() -> None:
+    budget = codec.StagingBudget(total_bytes_max=8)
+    assembler = SnapshotAssembler(snapshot_size_bytes_max=8, budget=budget)
+    results = [assembler.accept(chunk) for chunk in _chunks(_snap_message(b"abcdefgh"))]
+    assert results[-1][0].status == peer_pb2.SNAPSHOT_CHUNK_STATUS_COMPLETE
+    assert budget.reserved_bytes == 0
+
+
+def test_a_whole_payload_the_verifier_refuses_never_leaves_the_assembler() -> None:
+    """Garbage behind a valid size and CRC-32 is refused at the last chunk."""
+    seen: list[tuple[int, bytes]] = []
+
+    def verify(shard_id: int, message: Message) -> str | None:
+        assert message.snapshot is not None
+        seen.append((shard_id, message.snapshot.data))
+        return "not a ledger snapshot"
+
+    assembler = SnapshotAssembler(snapshot_size_bytes_max=100, verify=verify)
+    results = [assembler.accept(chunk) for chunk in _chunks(_snap_message(b"garbage!"))]
+    ack, done = results[-1]
+    assert ack.status == peer_pb2.SNAPSHOT_CHUNK_STATUS_REJECTED
+    assert "not a ledger snapshot" in ack.message
+    assert done is None
+    assert seen == [(1, b"garbage!")]

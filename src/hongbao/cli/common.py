@@ -23,6 +23,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final, NoReturn, TypeVar
@@ -36,6 +37,7 @@ from hongbao.node.errors import (
     InternalError,
     RetryableError,
 )
+from hongbao.security.tls import CERTS_DIR_ENV, TlsError, client_credentials, insecure_problem
 from hongbao.topology import Topology, TopologyError, load_topology
 
 T = TypeVar("T")
@@ -73,6 +75,8 @@ def default_config_path() -> str:
 
 
 def config_option(function: F) -> F:
+    """``--config``, with the TLS options every command that reads a topology takes."""
+    function = security_options(function)
     return click.option(
         "--config",
         "config_path",
@@ -83,18 +87,74 @@ def config_option(function: F) -> F:
     )(function)
 
 
+_INSECURE_KEY: Final = "hongbao.insecure"
+
+
+def _set_certs_dir(context: click.Context, _: click.Parameter, value: str | None) -> None:
+    """``--certs-dir`` is ``$HONGBAO_CERTS_DIR`` for this command and what it starts."""
+    del context
+    if value:
+        os.environ[CERTS_DIR_ENV] = str(Path(value).resolve())
+
+
+def _set_insecure(context: click.Context, _: click.Parameter, value: bool) -> None:
+    context.meta[_INSECURE_KEY] = value
+
+
+def security_options(function: F) -> F:
+    """``--certs-dir`` and ``--insecure``; read back by :func:`load_config`.
+
+    They take no parameter of the command (``expose_value=False``), so that adding them
+    to every command that reads a topology changes no command's signature.
+    """
+    function = click.option(
+        "--insecure", is_flag=True, expose_value=False, callback=_set_insecure,
+        help="Run without TLS; needed when the topology says tls = false and a host "
+             "is not loopback (and by `node run` whenever it says tls = false).",
+    )(function)  # fmt: skip
+    return click.option(
+        "--certs-dir", type=click.Path(file_okay=False), default=None, expose_value=False,
+        callback=_set_certs_dir, is_eager=True, envvar=CERTS_DIR_ENV,
+        help=f"Certificates from `hongbao certs init` (default: ${CERTS_DIR_ENV}, "
+             "else certs_dir in the topology).",
+    )(function)  # fmt: skip
+
+
+def insecure_flag() -> bool:
+    """Whether the running command was given ``--insecure``."""
+    context = click.get_current_context(silent=True)
+    return bool(context is not None and context.meta.get(_INSECURE_KEY, False))
+
+
 def json_option(function: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print one JSON object on stdout (for machines)."
     )(function)
 
 
-def load_config(config_path: str) -> Topology:
-    """The topology, or a usage error (exit 2) that names the file and the problem."""
+def load_config(config_path: str, *, starts_process: bool = False) -> Topology:
+    """The topology, or a usage error (exit 2) that names the file and the problem.
+
+    TLS is settled here: ``--insecure`` turns it off; otherwise a ``tls = false`` file
+    with a host that is not loopback is refused, and a ``tls = true`` one must have
+    usable client (or operator) certificates, checked now rather than at the first call.
+    """
     try:
-        return load_topology(config_path)
+        topology = load_topology(config_path)
     except TopologyError as error:
         raise click.UsageError(str(error)) from error
+    insecure = insecure_flag()
+    problem = insecure_problem(topology, insecure=insecure, starts_process=starts_process)
+    if problem is not None:
+        raise click.UsageError(f"{config_path}: {problem}")
+    if insecure:
+        return replace(topology, tls=False)
+    if topology.tls and not starts_process:
+        try:
+            client_credentials(topology)
+        except TlsError as error:
+            raise click.UsageError(f"{config_path}: {error}") from error
+    return topology
 
 
 # -- amounts ---------------------------------------------------------------------------

@@ -135,6 +135,7 @@ def envelope_json(view: ledger_pb2.Envelope) -> dict[str, object]:
         "created_at_ms": view.created_at_ms,
         "expires_at_ms": view.expires_at_ms,
         "best_luck_ordinal": view.best_luck_ordinal,
+        "expiry_pending": view.expiry_pending,
         "grabs": [
             {
                 "ordinal": g.ordinal,
@@ -170,6 +171,7 @@ def show(
         f"{_STATES.get(view.state, '?')}; {view.remaining_count} shares "
         f"({yuan(view.remaining_fen)}) left"
         + (f"; refunded {yuan(view.refunded_fen)}" if view.refunded_fen else "")
+        + ("; TTL passed, refund pending (next sweep)" if view.expiry_pending else "")
     )
     if not view.grabs:
         return

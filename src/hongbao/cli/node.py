@@ -5,11 +5,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from hongbao.cli.common import insecure_flag, security_options
+from hongbao.security.handshake_log import install_if_enabled
+from hongbao.security.tls import TlsError, insecure_problem
 from hongbao.topology import TopologyError, load_topology
+
+log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -31,15 +37,21 @@ def node() -> None:
               help="Write this file once the node serves (for scripts and tests).")
 @click.option("--snapshot-interval-entries", type=click.IntRange(min=1), default=None,
               help="Snapshot a shard every this many applied entries "
-                   "(default: the runtime's, 20000).")
+                   "(default: the topology's [runtime], else 20000).")
 @click.option("--trailing-entries", type=click.IntRange(min=0), default=None,
               help="Log entries kept behind a snapshot for followers that lag "
-                   "(default: the runtime's, 5000).")
+                   "(default: the topology's [runtime], else 5000).")
+@security_options
 def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level: str,
         ready_file: str | None, snapshot_interval_entries: int | None,
         trailing_entries: int | None) -> None:
-    """Host every shard replica placed on NODE and serve its gRPC API until SIGTERM."""
-    from hongbao.node.runtime import RuntimeLimits
+    """Host every shard replica placed on NODE and serve its gRPC API until SIGTERM.
+
+    With the topology's ``tls = true`` (the default unless every host is loopback) the
+    node serves and dials with mutual TLS, using node-NODE.crt of --certs-dir; running
+    without TLS needs --insecure, always.
+    """
+    from hongbao.node.runtime_limits import runtime_limits_problem
     from hongbao.node.server import NodeServer
     from hongbao.node.storage import Durability
 
@@ -54,13 +66,26 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
         raise click.ClickException(str(error)) from error
     except KeyError as error:
         raise click.ClickException(f"{config_path}: {error.args[0]}") from error
+    insecure = insecure_flag()
+    problem = insecure_problem(topology, insecure=insecure, starts_process=True)
+    if problem is not None:
+        raise click.ClickException(f"{config_path}: {problem}")
+    if insecure:
+        if topology.tls:
+            log.warning("the topology says tls = true; --insecure runs this node WITHOUT TLS")
+        topology = replace(topology, tls=False)
+    else:
+        install_if_enabled()  # refused handshakes are logged with the caller's address
     durability = Durability.NO_FSYNC if no_fsync else Durability.FSYNC
     snapshot_limits: dict[str, int] = {}
     if snapshot_interval_entries is not None:
         snapshot_limits["snapshot_interval_entries"] = snapshot_interval_entries
     if trailing_entries is not None:
         snapshot_limits["trailing_entries"] = trailing_entries
-    runtime_limits = RuntimeLimits(**snapshot_limits)
+    runtime_limits = replace(topology.runtime, **snapshot_limits)  # flags beat the file
+    problem = runtime_limits_problem(runtime_limits)
+    if problem is not None:
+        raise click.ClickException(f"node {node_id}: {problem}")
 
     def announce() -> None:
         if ready_file:
@@ -78,6 +103,8 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
 
     try:
         asyncio.run(main())
+    except TlsError as error:
+        raise click.ClickException(f"node {node_id}: {error}") from error
     except OSError as error:
         click.echo(f"node {node_id}: {error}", err=True)
         sys.exit(1)

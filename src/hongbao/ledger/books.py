@@ -17,7 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from hongbao._invariant import InvariantViolation, invariant
+from hongbao.ledger.codec import INT_MAX, WIDE_INT_MAX
 from hongbao.ledger.limits import DAY_MS, DAY_OFFSET_MS, Limits
+from hongbao.ledger.reasons import Reason
 from hongbao.ledger.records import (
     META_IDENTITY,
     META_LIMITS,
@@ -37,7 +39,7 @@ from hongbao.ledger.records import (
     load_required,
     save,
 )
-from hongbao.ledger.results import AccountView
+from hongbao.ledger.results import AccountView, Rejected
 from hongbao.ledger.store import LedgerStore, Table
 
 WORLD = "@world"
@@ -148,6 +150,31 @@ def check_delta(books: Books, before: ShardState, expected: dict[str, int], what
         if getattr(books.state, name) != getattr(before, name)
     }
     invariant(moved == {k: v for k, v in expected.items() if v}, f"{what} moved {moved}")
+
+
+HOLDINGS_MAX_FEN = INT_MAX
+"""Most money one shard may hold (balances + escrow + outbox): 2^63 - 1 fen.
+
+Every balance, escrow and history line is a part of it, so none of them can pass the
+64-bit integers the codec writes. Money enters a shard only by a deposit or a delivery
+from another shard; :func:`inflow_refusal` refuses either beyond this bound, the same way
+on every replica, instead of failing inside apply (which would stop every replica on the
+same committed entry, again after each restart)."""
+
+
+def inflow_refusal(books: Books, amount_fen: int) -> Rejected | None:
+    """HOLDINGS_LIMIT_EXCEEDED if ``amount_fen`` more would push the shard past its bounds."""
+    state = books.state
+    held_fen = state.balances_fen + state.escrow_fen + state.outbox_fen
+    if held_fen + amount_fen > HOLDINGS_MAX_FEN:
+        return Rejected(
+            Reason.HOLDINGS_LIMIT_EXCEEDED,
+            f"shard {books.shard_id} holds {held_fen} fen; {amount_fen} more would pass"
+            f" {HOLDINGS_MAX_FEN}",
+        )
+    if max(state.deposits_fen, state.delivered_in_fen) + amount_fen > WIDE_INT_MAX:
+        return Rejected(Reason.HOLDINGS_LIMIT_EXCEEDED, "the shard's running totals are full")
+    return None
 
 
 def get_account(books: Books, user_id: str) -> Account | None:

@@ -12,9 +12,25 @@ Expiry happens exactly once because it is a state transition, OPEN -> EXPIRED, t
 whichever comes first in the log: an ExpireEnvelopes sweep, or a grab that finds the TTL
 passed. Both go through :func:`_expire`, which refunds the remainder to the sender and
 removes the envelope from the expiry index; a second attempt finds it no longer OPEN.
-Show is a read-only query (it must run on a read transaction, e.g. a follower read), so it
-never writes: it *reports* an envelope past its TTL as expired with the refund it is due,
-which is exactly what the next sweep or grab will apply.
+
+Reads never decide a transition (the rule for every read that looks at time). Show is a
+read-only query (it may run on a follower's read transaction) and reports the envelope
+exactly as the log left it at the read point: an envelope past its TTL that no sweep or
+grab has expired yet is still OPEN, with its remaining shares in escrow and
+``refunded_fen = 0``, and ``expiry_pending`` says its TTL has passed. The refund amount is
+decided by the log entry that expires it, never by a read. Why not let the read project
+the refund from a clock (the reader's, or the leader's taken before the read barrier)?
+Grabs are stamped when proposed, so a grab proposed just before ``expires_at_ms`` can be
+applied after such a read and take a share of a refund already announced. Making the
+leader's read wait for everything proposed before its clock reading would close that on
+one leader, at the cost of every read waiting for the log; but the read's clock never
+enters the log, so a new leader whose clock lags stamps a grab before ``expires_at_ms``
+after the old leader announced the refund. A read that reports only
+applied state is contradicted by no later answer: every later Show, Balance or grab
+extends the same log. Around the expiry instant a client therefore sees OPEN (and, once
+the TTL has passed, ``expiry_pending``), possibly a grab stamped before ``expires_at_ms``
+that lands after the TTL, and then EXPIRED with the refund that was applied, at the same
+moment the refund is in the sender's balance.
 """
 
 from __future__ import annotations
@@ -251,28 +267,27 @@ def _expire(books: Books, envelope: Envelope) -> Envelope:
 # -- query --------------------------------------------------------------------------------------
 
 
-def show(store: LedgerStore, envelope_id_text: str, *, now_ms: int, shard_id: int) -> Result:
+def show(store: LedgerStore, envelope_id_text: str, *, clock_ms: int, shard_id: int) -> Result:
+    """The envelope as applied; ``clock_ms`` only says whether its expiry is pending.
+
+    ``clock_ms`` decides nothing (module docstring): past ``expires_at_ms`` an OPEN envelope
+    stays OPEN with its escrow and no refund, flagged ``expiry_pending``.
+    """
     parsed = parse_envelope_id(envelope_id_text)
     if parsed is None or parsed[0] != shard_id:
         return Rejected(Reason.WRONG_SHARD, f"{envelope_id_text} is not on shard {shard_id}")
     envelope = load(store, Table.ENVELOPES, envelope_key(envelope_id_text), Envelope)
     if envelope is None:
         return Rejected(Reason.ENVELOPE_NOT_FOUND, f"no envelope {envelope_id_text}")
-    if envelope.status is EnvelopeStatus.OPEN and now_ms >= envelope.expires_at_ms:
-        envelope = replace(  # what the next sweep or grab will apply (see module docstring)
-            envelope,
-            remaining_fen=0,
-            refunded_fen=envelope.remaining_fen,
-            status=EnvelopeStatus.EXPIRED,
-        )
     rows = store.scan(
         Table.GRABS, prefix=grabs_prefix(envelope_id_text), limit=envelope.share_count
     )
     grabs = tuple(row(value, Grab) for _, value in rows)
-    return Ok(_view(envelope, grabs))
+    pending = envelope.status is EnvelopeStatus.OPEN and clock_ms >= envelope.expires_at_ms
+    return Ok(_view(envelope, grabs, expiry_pending=pending))
 
 
-def _view(envelope: Envelope, grabs: tuple[Grab, ...]) -> EnvelopeView:
+def _view(envelope: Envelope, grabs: tuple[Grab, ...], *, expiry_pending: bool) -> EnvelopeView:
     grabbed_fen = sum(g.amount_fen for g in grabs)
     best: Grab | None = None
     if envelope.kind is EnvelopeKind.LUCKY:
@@ -295,4 +310,5 @@ def _view(envelope: Envelope, grabs: tuple[Grab, ...]) -> EnvelopeView:
         expires_at_ms=envelope.expires_at_ms,
         grabs=grabs,
         best_luck_ordinal=None if best is None else best.ordinal,
+        expiry_pending=expiry_pending,
     )

@@ -230,23 +230,27 @@ def _bump_malformed(state: ShardState) -> ShardState:
 # -- queries ------------------------------------------------------------------------------------
 
 
-def query(store: LedgerStore, request: Query, *, now_ms: int) -> Result:
+def query(store: LedgerStore, request: Query, *, now_ms: int = 0) -> Result:
     """Answer a read-only query; ``store`` may be a read transaction. Never writes.
 
-    ``now_ms`` is the reader's notion of time, used only to *report* day counters and
-    expiry (pass :func:`shard_clock_ms` for the replicated view).
+    Every answer is the state the log left at the read point, in the log's time: a day
+    counter is the one of the shard clock's day (:func:`shard_clock_ms`), never the
+    reader's, so that no later answer can contradict it. ``now_ms`` is the reader's clock
+    and decides nothing: it only flags an OPEN envelope whose TTL has passed but that no
+    log entry has expired yet (``expiry_pending``; see :mod:`hongbao.ledger.envelope`).
     """
     problem = validate_query(request, read_limits(store))
     if problem is not None:
         return problem
     match request:
         case GetAccount():
-            return wallet.get_account_view(store, request.user_id, now_ms=now_ms)
+            return wallet.get_account_view(store, request.user_id)
         case GetHistory():
             return wallet.get_history(store, request.user_id, request.limit)
         case ShowEnvelope():
             shard_id = read_identity(store).shard_id
-            return envelope.show(store, request.envelope_id, now_ms=now_ms, shard_id=shard_id)
+            clock_ms = max(now_ms, shard_clock_ms(store))
+            return envelope.show(store, request.envelope_id, clock_ms=clock_ms, shard_id=shard_id)
         case GetInboxSeq():
             identity = read_identity(store)
             if request.source_shard >= identity.shard_count:

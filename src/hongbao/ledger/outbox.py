@@ -28,6 +28,7 @@ from hongbao.ledger.books import (
     Books,
     check_delta,
     inbox_account,
+    inflow_refusal,
     move,
     outbox_account,
     settled_account,
@@ -126,6 +127,11 @@ def deliver(books: Books, command: Deliver) -> Result:
             Reason.SEQUENCE_GAP,
             f"seq {command.seq} from shard {source} arrived before {applied + 1}",
         )
+    # A credit already debited at its source is refused only if this shard cannot hold
+    # it: the seq stays unapplied, the money stays in the source's outbox (conserved).
+    refusal = inflow_refusal(books, command.amount_fen)
+    if refusal is not None:
+        return refusal
     before = books.state
     move(
         books,

@@ -117,6 +117,9 @@ class EnvelopeView:
     expires_at_ms: int
     grabs: tuple[Grab, ...]  # in grab order
     best_luck_ordinal: int | None  # lucky envelopes: largest share, ties to the earliest
+    # OPEN, but its TTL passed by the reader's clock: the next sweep or grab expires it and
+    # decides the refund (a read decides nothing: see hongbao.ledger.envelope)
+    expiry_pending: bool = False
 
 
 @registered("inbox_position")

@@ -27,9 +27,11 @@ from hongbao.ledger.books import (
     check_delta,
     day_of,
     get_account,
+    inflow_refusal,
     move,
     outgoing_today,
     read_identity,
+    read_state,
     wallet,
 )
 from hongbao.ledger.commands import Deposit, Freeze, Transfer, Unfreeze, Withdraw
@@ -85,7 +87,7 @@ def payer(books: Books, user_id: str, amount_fen: int) -> Account | Rejected:
 
 
 def deposit(books: Books, command: Deposit) -> Result:
-    refusal = local_user(books, command.user_id)
+    refusal = local_user(books, command.user_id) or inflow_refusal(books, command.amount_fen)
     if refusal is not None:
         return refusal
     before, amount_fen = books.state, command.amount_fen
@@ -185,7 +187,12 @@ def _view(books: Books, user_id: str) -> AccountView:
 # -- queries ------------------------------------------------------------------------------------
 
 
-def get_account_view(store: LedgerStore, user_id: str, *, now_ms: int) -> Result:
+def get_account_view(store: LedgerStore, user_id: str) -> Result:
+    """Balance and today's outgoing total, "today" being the shard clock's day.
+
+    Not the reader's day: past midnight by a reader's clock, a payment stamped before
+    midnight may still be applied and count for the old day (the shard clock decides).
+    """
     identity = read_identity(store)
     owner = shard_for_user(user_id, identity.shard_count)
     if owner != identity.shard_id:
@@ -193,7 +200,7 @@ def get_account_view(store: LedgerStore, user_id: str, *, now_ms: int) -> Result
     account = load(store, Table.ACCOUNTS, account_key(user_id), Account)
     if account is None:
         return Rejected(Reason.ACCOUNT_NOT_FOUND, f"{user_id} has no account")
-    return Ok(account_view(account, day_of(now_ms)))
+    return Ok(account_view(account, day_of(read_state(store).clock_ms)))
 
 
 def get_history(store: LedgerStore, user_id: str, limit: int) -> Result:

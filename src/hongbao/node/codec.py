@@ -18,7 +18,7 @@ Rules of this module:
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, replace
 from typing import Final, cast, final
 
@@ -39,6 +39,7 @@ from hongbao.raft.types import (
 __all__ = [
     "CodecError",
     "SnapshotAssembler",
+    "StagingBudget",
     "batch_from_proto",
     "batch_to_proto",
     "conf_state_from_proto",
@@ -49,6 +50,7 @@ __all__ = [
     "hard_state_to_proto",
     "message_from_proto",
     "message_to_proto",
+    "rejected_ack",
     "snapshot_from_proto",
     "snapshot_to_chunks",
     "snapshot_to_proto",
@@ -297,14 +299,24 @@ class SnapshotAssembler:
 
     Feed every received chunk to :meth:`accept`; send back the ack it returns, and step
     the (shard id, message) it returns, if any, into that shard's core. A payload larger
-    than ``snapshot_size_bytes_max`` is refused at its first chunk, so staging is bounded
-    by that times the number of shards. The caller owns no staged state: call
-    :meth:`abandon` when a stream breaks, so that a later transfer starts clean.
+    than ``snapshot_size_bytes_max`` is refused at its first chunk, and every transfer
+    reserves its announced size from ``budget`` (shared by all the streams of a node), so
+    staging is bounded in total. A whole payload is passed to ``verify`` (shard id, SNAP
+    message) and refused with its answer unless that is None: garbage behind a valid
+    CRC-32 never reaches a core. Call :meth:`close` when the stream ends.
     """
 
-    def __init__(self, *, snapshot_size_bytes_max: int) -> None:
+    def __init__(
+        self,
+        *,
+        snapshot_size_bytes_max: int,
+        budget: StagingBudget | None = None,
+        verify: Callable[[int, Message], str | None] = lambda shard_id, message: None,
+    ) -> None:
         invariant(snapshot_size_bytes_max > 0, "snapshot_size_bytes_max must be positive")
         self._size_bytes_max = snapshot_size_bytes_max
+        self._budget = budget or StagingBudget(total_bytes_max=snapshot_size_bytes_max)
+        self._verify = verify
         self._staged: dict[int, _Staged] = {}
 
     @property
@@ -312,7 +324,14 @@ class SnapshotAssembler:
         return sum(s.received_bytes for s in self._staged.values())
 
     def abandon(self, shard_id: int) -> None:
-        self._staged.pop(shard_id, None)
+        staged = self._staged.pop(shard_id, None)
+        if staged is not None:
+            self._budget.release(staged.total_size_bytes)
+
+    def close(self) -> None:
+        """Drop everything staged (the stream ended) and give its budget back."""
+        for shard_id in list(self._staged):
+            self.abandon(shard_id)
 
     def accept(
         self, chunk: peer_pb2.SnapshotChunk
@@ -324,6 +343,10 @@ class SnapshotAssembler:
                 why = f"{chunk.total_size_bytes} bytes is over {self._size_bytes_max}"
                 return self._reject(chunk, f"snapshot of {why}"), None
             maybe(staged is not None)  # a new transfer replaces an abandoned one
+            self.abandon(shard_id)
+            if not self._budget.reserve(chunk.total_size_bytes):
+                why = f"staging {chunk.total_size_bytes} bytes more is over the node's total"
+                return self._reject(chunk, f"{why} of {self._budget.total_bytes_max}"), None
             staged = _Staged(
                 snapshot_index=chunk.snapshot_index,
                 snapshot_term=chunk.snapshot_term,
@@ -342,7 +365,7 @@ class SnapshotAssembler:
         staged.crc32 = zlib.crc32(chunk.data, staged.crc32)
         if not chunk.last:
             return _ack(chunk, staged.received_bytes, peer_pb2.SNAPSHOT_CHUNK_STATUS_ACCEPTED), None
-        del self._staged[shard_id]
+        self.abandon(shard_id)  # whole now: the budget is released, the parts are ours
         return self._complete(chunk, staged)
 
     def _complete(
@@ -367,14 +390,47 @@ class SnapshotAssembler:
         data = b"".join(staged.parts)
         invariant(len(data) == staged.total_size_bytes, "staged parts add up to the size")
         message = replace(message, snapshot=Snapshot(meta=snapshot.meta, data=data))
+        problem = self._verify(chunk.shard_id, message)
+        if problem is not None:
+            return self._reject(chunk, f"snapshot refused: {problem}"), None
         ack = _ack(chunk, staged.received_bytes, peer_pb2.SNAPSHOT_CHUNK_STATUS_COMPLETE)
         return ack, (chunk.shard_id, message)
 
     def _reject(self, chunk: peer_pb2.SnapshotChunk, why: str) -> peer_pb2.SnapshotChunkAck:
-        self._staged.pop(chunk.shard_id, None)
-        ack = _ack(chunk, 0, peer_pb2.SNAPSHOT_CHUNK_STATUS_REJECTED)
-        ack.message = why
-        return ack
+        self.abandon(chunk.shard_id)
+        return rejected_ack(chunk, why)
+
+
+def rejected_ack(chunk: peer_pb2.SnapshotChunk, why: str) -> peer_pb2.SnapshotChunkAck:
+    """The REJECTED ack of ``chunk``: its sender aborts the transfer and tells its core."""
+    ack = _ack(chunk, 0, peer_pb2.SNAPSHOT_CHUNK_STATUS_REJECTED)
+    ack.message = why
+    return ack
+
+
+@final
+class StagingBudget:
+    """Bytes of snapshot payload staged at once by every stream of a node together.
+
+    A transfer reserves its announced size at its first chunk and releases it when it
+    completes, is rejected or abandoned: two streams that start snapshots and never finish
+    them hold at most this much between them, not this much each.
+    """
+
+    def __init__(self, *, total_bytes_max: int) -> None:
+        invariant(total_bytes_max > 0, "total_bytes_max must be positive")
+        self.total_bytes_max = total_bytes_max
+        self.reserved_bytes = 0
+
+    def reserve(self, size_bytes: int) -> bool:
+        if self.reserved_bytes + size_bytes > self.total_bytes_max:
+            return False
+        self.reserved_bytes += size_bytes
+        return True
+
+    def release(self, size_bytes: int) -> None:
+        self.reserved_bytes -= size_bytes
+        invariant(self.reserved_bytes >= 0, "released more staging than was reserved")
 
 
 def _continues(staged: _Staged, chunk: peer_pb2.SnapshotChunk) -> bool:

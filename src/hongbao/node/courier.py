@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from hongbao.channel_options import open_channel
 from hongbao.ledger import outbox
 from hongbao.ledger.commands import (
     Acknowledge,
@@ -35,6 +36,8 @@ from hongbao.node.transport import TransportLimits
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, peer_pb2_grpc
 
 log = logging.getLogger(__name__)
+
+FAILURE_LOG_EVERY = 100  # a shard that fails every round (20 ms) logs once per 2 s
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +62,9 @@ class Courier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_expire_ms: dict[int, int] = {}
         self.delivered_entries = 0
+        self.failed_rounds = 0
         self.cluster_id = ""
+        self.credentials: grpc.ChannelCredentials | None = None  # the node's, with TLS
 
     async def run(self) -> None:
         try:
@@ -67,11 +72,22 @@ class Courier:
                 await asyncio.sleep(self.limits.interval_ms / 1000)
                 for shard_id, replica in sorted(self.runtime.replicas.items()):
                     if replica.is_leader:
-                        self._start_deliveries(shard_id)
-                        self._maybe_expire(shard_id)
+                        self._serve(shard_id)
         finally:
             for channel in self._channels.values():
                 await channel.close()
+
+    def _serve(self, shard_id: int) -> None:
+        """One shard's round: a failure is logged and stops only this shard's round."""
+        try:
+            self._start_deliveries(shard_id)
+            self._maybe_expire(shard_id)
+        except Exception:
+            self.failed_rounds += 1
+            if self.failed_rounds % FAILURE_LOG_EVERY == 1:
+                log.exception(
+                    "courier of shard %d failed (%d so far)", shard_id, self.failed_rounds
+                )
 
     def _start_deliveries(self, shard_id: int) -> None:
         destinations = self.runtime.query(shard_id, outbox.outbox_destinations)
@@ -150,9 +166,7 @@ class Courier:
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is None:
-            channel = grpc.aio.insecure_channel(
-                address, options=self.transport_limits.grpc_options()
-            )
+            channel = open_channel(address, self.credentials, self.transport_limits.grpc_options())
             self._channels[address] = channel
         return channel
 
@@ -195,4 +209,3 @@ def decode_deliveries(request: peer_pb2.DeliverRequest) -> list[Deliver]:
             raise make_error(ErrorReason.INVALID_REQUEST, "only Deliver commands of the source")
         commands.append(command)
     return commands
-

@@ -63,6 +63,7 @@ REASON_TO_ERROR: dict[Reason, ErrorReason] = {
     R.ENVELOPE_EMPTY: E.ENVELOPE_EMPTY,
     R.ALREADY_GRABBED: E.ALREADY_GRABBED,
     R.SEQUENCE_GAP: E.INVALID_REQUEST,
+    R.HOLDINGS_LIMIT_EXCEEDED: E.LIMIT_EXCEEDED,
     R.ACCOUNT_NOT_FOUND: E.NOT_FOUND,
     R.ENVELOPE_NOT_FOUND: E.NOT_FOUND,
 }
@@ -185,24 +186,31 @@ def _posting(entry: HistoryEntry) -> ledger_pb2.Posting:
     )
 
 
+# A posting's kind is its cause on either shard (ledger.proto, PostingKind): a credit
+# delivered from another shard is journalled with the kind of what sent it (the outbox
+# carries it), so it reads TRANSFER_IN or ENVELOPE_GRAB here too. SETTLEMENT moves money
+# between a shard's internal outbox accounts only and never reaches a wallet's statement.
+_POSTING_KINDS: dict[TxKind, ledger_pb2.PostingKind] = {
+    TxKind.DEPOSIT: ledger_pb2.POSTING_KIND_DEPOSIT,
+    TxKind.WITHDRAW: ledger_pb2.POSTING_KIND_WITHDRAW,
+    TxKind.ENVELOPE_SEND: ledger_pb2.POSTING_KIND_ENVELOPE_SEND,
+    TxKind.ENVELOPE_GRAB: ledger_pb2.POSTING_KIND_ENVELOPE_GRAB,
+    TxKind.ENVELOPE_REFUND: ledger_pb2.POSTING_KIND_ENVELOPE_REFUND,
+    TxKind.SETTLEMENT: ledger_pb2.POSTING_KIND_SETTLEMENT,
+}
+invariant(set(_POSTING_KINDS) | {TxKind.TRANSFER} == set(TxKind), "every TxKind needs a kind")
+
+
 def _posting_kind(entry: HistoryEntry) -> ledger_pb2.PostingKind:
-    kinds = {
-        TxKind.DEPOSIT: ledger_pb2.POSTING_KIND_DEPOSIT,
-        TxKind.WITHDRAW: ledger_pb2.POSTING_KIND_WITHDRAW,
-        TxKind.ENVELOPE_SEND: ledger_pb2.POSTING_KIND_ENVELOPE_SEND,
-        TxKind.ENVELOPE_GRAB: ledger_pb2.POSTING_KIND_ENVELOPE_GRAB,
-        TxKind.ENVELOPE_REFUND: ledger_pb2.POSTING_KIND_ENVELOPE_REFUND,
-        TxKind.SETTLEMENT: ledger_pb2.POSTING_KIND_SETTLEMENT,
-    }
     if entry.kind is TxKind.TRANSFER:
         if entry.delta_fen < 0:
             return ledger_pb2.POSTING_KIND_TRANSFER_OUT
         return ledger_pb2.POSTING_KIND_TRANSFER_IN
-    return kinds.get(entry.kind, ledger_pb2.POSTING_KIND_UNSPECIFIED)
+    return _POSTING_KINDS[entry.kind]
 
 
 def envelope_response(view: EnvelopeView) -> ledger_pb2.ShowResponse:
-    best = view.best_luck_ordinal or 0
+    best = view.best_luck_ordinal or 0  # None: a fixed envelope, or no grab yet
     return ledger_pb2.ShowResponse(
         envelope=ledger_pb2.Envelope(
             envelope_id=view.envelope_id,
@@ -223,5 +231,6 @@ def envelope_response(view: EnvelopeView) -> ledger_pb2.ShowResponse:
                 for g in view.grabs
             ],
             best_luck_ordinal=best,
+            expiry_pending=view.expiry_pending,
         )
     )

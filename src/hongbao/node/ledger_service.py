@@ -11,7 +11,6 @@ the same request id, and the ledger's idempotency makes that safe.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -43,7 +42,14 @@ from hongbao.ledger.results import (
 from hongbao.ledger.sharding import parse_envelope_id, shard_for_user
 from hongbao.ledger.validate import validate, validate_query
 from hongbao.node import ledger_api as api
+from hongbao.node.admission import (
+    BATCH_RESPONSE_LINES_MAX,
+    InflightBound,
+    batch_response_lines,
+    batch_too_large,
+)
 from hongbao.node.courier import Courier, decode_deliveries
+from hongbao.node.deliver_guard import credits_to_apply
 from hongbao.node.errors import (
     ErrorReason,
     HongbaoError,
@@ -51,12 +57,14 @@ from hongbao.node.errors import (
     error_to_proto,
     make_error,
 )
+from hongbao.node.peer_guard import RefusalLog
 from hongbao.node.runtime import NodeRuntime
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2
 
 COMMAND_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
 BATCH_OPERATIONS_MAX = 10_000
+BATCH_ADMIT_SLICE = 250  # operations of a Batch started per turn of the event loop
 HISTORY_LIMIT_DEFAULT = 50
 
 Response = TypeVar("Response", bound=ProtoMessage)
@@ -69,6 +77,7 @@ class LedgerFront:
     def __init__(self, runtime: NodeRuntime) -> None:
         self.runtime = runtime
         self.limits = runtime.topology.limits
+        self.inflight = InflightBound()  # per client connection, over the three services
         self.shard_count = runtime.topology.shard_count
 
     # -- routing -------------------------------------------------------------------------
@@ -123,7 +132,13 @@ class LedgerFront:
         raise api.invalid(f"{type(query).__name__} cannot be sent by a client")
 
     async def read(self, query: Query, *, stale_ok: bool) -> ResultData:
-        """Validate, route, and read: linearizable through ReadIndex unless ``stale_ok``."""
+        """Validate, route, and read: linearizable through ReadIndex unless ``stale_ok``.
+
+        The answer is the applied state at the read point, in the log's time: the node's
+        clock decides nothing in it (``machine.query``), so no later answer contradicts it.
+        It is passed only to flag envelopes whose expiry is pending; it is the clock the
+        runtime stamps proposals with.
+        """
         rejected = validate_query(query, self.limits)
         if rejected is not None:
             raise api.rejected_error(rejected)
@@ -136,7 +151,7 @@ class LedgerFront:
                 raise make_error(
                     ErrorReason.UNAVAILABLE, "could not confirm leadership in time"
                 ) from None
-        now_ms = int(time.time() * 1000)
+        now_ms = self.runtime.clock_ms()
         result = self.runtime.query(
             shard_id, lambda store: machine.query(store, query, now_ms=now_ms)
         )
@@ -150,10 +165,18 @@ def _unwrap(result: Ok | Rejected, shard_id: int) -> ResultData:
 
 
 async def _answer(
-    context: Context, work: Callable[[], Awaitable[Response]]
+    inflight: InflightBound,
+    context: Context,
+    work: Callable[[], Awaitable[Response]],
+    count: int = 1,
 ) -> Response:
+    peer = context.peer()
     try:
-        return await work()
+        inflight.acquire(peer, count)
+        try:
+            return await work()
+        finally:
+            inflight.release(peer, count)
     except HongbaoError as error:
         await abort_async(context, error)
         raise  # unreachable: abort raises
@@ -194,25 +217,25 @@ class WalletServicer(ledger_pb2_grpc.WalletServicer):
         return ledger_pb2.UnfreezeResponse(frozen=view.frozen)
 
     async def Deposit(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.deposit(request))
+        return await _answer(self.front.inflight, context, lambda: self.deposit(request))
 
     async def Withdraw(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.withdraw(request))
+        return await _answer(self.front.inflight, context, lambda: self.withdraw(request))
 
     async def Transfer(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.transfer(request))
+        return await _answer(self.front.inflight, context, lambda: self.transfer(request))
 
     async def Balance(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.balance(request))
+        return await _answer(self.front.inflight, context, lambda: self.balance(request))
 
     async def History(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.history(request))
+        return await _answer(self.front.inflight, context, lambda: self.history(request))
 
     async def Freeze(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.freeze(request))
+        return await _answer(self.front.inflight, context, lambda: self.freeze(request))
 
     async def Unfreeze(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.unfreeze(request))
+        return await _answer(self.front.inflight, context, lambda: self.unfreeze(request))
 
 
 class EnvelopesServicer(ledger_pb2_grpc.EnvelopesServicer):
@@ -233,19 +256,21 @@ class EnvelopesServicer(ledger_pb2_grpc.EnvelopesServicer):
         return api.envelope_response(api.expect(data, EnvelopeView))
 
     async def Send(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.send(request))
+        return await _answer(self.front.inflight, context, lambda: self.send(request))
 
     async def Grab(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.grab(request))
+        return await _answer(self.front.inflight, context, lambda: self.grab(request))
 
     async def Show(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(context, lambda: self.show(request))
+        return await _answer(self.front.inflight, context, lambda: self.show(request))
 
 
 class BatchServicer(ledger_pb2_grpc.BatchServicer):
     """Many operations per round trip; each gets its own result, in order."""
 
     def __init__(self, wallet: WalletServicer, envelopes: EnvelopesServicer) -> None:
+        self.limits = wallet.front.limits
+        self.inflight = wallet.front.inflight
         self.handlers: dict[str, Callable[[ProtoMessage], Awaitable[ProtoMessage]]] = {
             "deposit": wallet.deposit,  # type: ignore[dict-item]
             "withdraw": wallet.withdraw,  # type: ignore[dict-item]
@@ -271,8 +296,23 @@ class BatchServicer(ledger_pb2_grpc.BatchServicer):
                 f"{count} operations; at most {BATCH_OPERATIONS_MAX} per call",
             )
             await abort_async(context, error)
-        results = await asyncio.gather(*(self._one(op) for op in request.operations))
-        return ledger_pb2.ExecuteResponse(results=results)
+        lines = batch_response_lines(request, self.limits, HISTORY_LIMIT_DEFAULT)
+        if lines > BATCH_RESPONSE_LINES_MAX:
+            await abort_async(context, batch_too_large(lines))
+        return await _answer(self.inflight, context, lambda: self._all(request), count)
+
+    async def _all(self, request: ledger_pb2.ExecuteRequest) -> ledger_pb2.ExecuteResponse:
+        # Started a slice at a time, yielding in between: 10,000 operations started in one
+        # go held the event loop for half a second, long enough to miss heartbeats.
+        operations = request.operations
+        tasks: list[asyncio.Task[ledger_pb2.OperationResult]] = []
+        for start in range(0, len(operations), BATCH_ADMIT_SLICE):
+            tasks.extend(
+                asyncio.ensure_future(self._one(op))
+                for op in operations[start : start + BATCH_ADMIT_SLICE]
+            )
+            await asyncio.sleep(0)
+        return ledger_pb2.ExecuteResponse(results=await asyncio.gather(*tasks))
 
     async def _one(self, operation: ledger_pb2.Operation) -> ledger_pb2.OperationResult:
         name = operation.WhichOneof("op")
@@ -289,17 +329,21 @@ class BatchServicer(ledger_pb2_grpc.BatchServicer):
 
 
 async def deliver(
-    runtime: NodeRuntime, courier: Courier, request: peer_pb2.DeliverRequest
+    runtime: NodeRuntime,
+    courier: Courier,
+    request: peer_pb2.DeliverRequest,
+    refusals: RefusalLog,
 ) -> peer_pb2.DeliverResponse:
-    """Peer.Deliver on the destination's leader (see ``courier``)."""
+    """Peer.Deliver on the destination's leader (see ``courier`` and ``deliver_guard``)."""
     destination = request.destination_shard
     if destination not in runtime.replicas or not runtime.replicas[destination].is_leader:
         raise runtime.not_leader(destination)
     commands = decode_deliveries(request)
     if len(commands) > runtime.topology.limits.outbox_batch_max:
         raise api.invalid("too many deliveries in one call", ErrorReason.LIMIT_EXCEEDED)
+    fresh = credits_to_apply(runtime, request, commands, refusals)
     applied_seq = await asyncio.wait_for(
-        courier.apply_deliveries(request.source_shard, destination, commands), COMMAND_TIMEOUT_S
+        courier.apply_deliveries(request.source_shard, destination, fresh), COMMAND_TIMEOUT_S
     )
     return peer_pb2.DeliverResponse(applied_seq=applied_seq)
 

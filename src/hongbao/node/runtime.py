@@ -27,7 +27,6 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TypeVar
 
 from hongbao._invariant import invariant
@@ -37,7 +36,9 @@ from hongbao.ledger.limits import Limits
 from hongbao.ledger.results import Result
 from hongbao.ledger.store import LedgerStore
 from hongbao.node.errors import ErrorReason, HongbaoError, LeaderHint, make_error
+from hongbao.node.peer_guard import RefusalLog, step_checked
 from hongbao.node.replica import InflightEntry, PendingCommand, PendingRead, ShardReplica
+from hongbao.node.runtime_limits import RuntimeLimits as RuntimeLimits  # re-exported
 from hongbao.node.storage import LmdbLogStorage, NodeEnv, WriteBatch
 from hongbao.raft.config import RaftConfig
 from hongbao.raft.core import RaftCore
@@ -49,19 +50,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 SendFunction = Callable[[int, int, Message], None]  # (to node, shard, message)
-
-
-@dataclass(frozen=True, slots=True)
-class RuntimeLimits:
-    commands_per_entry_max: int = 1_000  # and never above the ledger's batch_commands_max
-    pending_commands_per_shard_max: int = 50_000
-    inflight_entries_per_shard_max: int = 4096
-    inbound_messages_max: int = 200_000
-    inbound_per_cycle_max: int = 50_000
-    pending_reads_per_shard_max: int = 50_000
-    ticks_per_cycle_max: int = 5
-    snapshot_interval_entries: int = 20_000
-    trailing_entries: int = 5_000
 
 
 class NodeRuntime:
@@ -78,7 +66,7 @@ class NodeRuntime:
         self.topology = topology
         self.node_id = node_id
         self.env = env
-        self.limits = limits or RuntimeLimits()
+        self.limits = limits or topology.runtime  # the file's [runtime]
         self.ledger_limits = ledger_limits
         # The ledger refuses a whole entry of more than batch_commands_max commands
         # (deterministically, on every replica): never pack one.
@@ -100,6 +88,7 @@ class NodeRuntime:
         self._incarnation = os.urandom(8).hex()
         self._rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.stats = {"cycles": 0, "entries_applied": 0, "commands_applied": 0, "dropped": 0}
+        self.refusals = RefusalLog()  # peer input refused, by reason and sender (peer_guard)
         for shard_id in topology.shards_on(node_id):
             self.replicas[shard_id] = self._open_replica(shard_id)
 
@@ -125,6 +114,7 @@ class NodeRuntime:
             election_timeout_ticks=timing.election_timeout_ticks,
             heartbeat_interval_ticks=timing.heartbeat_interval_ticks,
             applied_index=applied,
+            committed_bytes_per_ready_max=self.limits.committed_bytes_per_cycle_max,
         )
         seed = self._rng_seed(shard_id)
         core = RaftCore(config, log_storage, random.Random(seed))
@@ -229,7 +219,7 @@ class NodeRuntime:
     def _step_inbound(self) -> None:
         for _ in range(min(len(self._inbound), self.limits.inbound_per_cycle_max)):
             shard_id, message = self._inbound.popleft()
-            self.replicas[shard_id].core.step(message)
+            step_checked(self.replicas[shard_id].core, shard_id, message, self.refusals)
         if self._inbound:
             self._wakeup.set()  # more next cycle
 

@@ -25,8 +25,11 @@ from hongbao.node.admin import AdminServicer
 from hongbao.node.courier import Courier
 from hongbao.node.errors import HongbaoError, abort_async
 from hongbao.node.ledger_service import add_ledger_services, deliver
+from hongbao.node.peer_guard import CoreView, PeerGuard
 from hongbao.node.runtime import NodeRuntime, RuntimeLimits
+from hongbao.node.server_options import DecodeErrorInterceptor, ServerLimits, server_options
 from hongbao.node.storage import Durability, NodeEnv
+from hongbao.node.supervisor import restarting
 from hongbao.node.transport import PeerSender, PeerServicer, TransportLimits
 from hongbao.proto.gen.hongbao.v1 import (
     admin_pb2,
@@ -36,6 +39,10 @@ from hongbao.proto.gen.hongbao.v1 import (
     peer_pb2_grpc,
 )
 from hongbao.raft.types import Message
+from hongbao.security.binding import PeerBinding
+from hongbao.security.identity import peer_identity
+from hongbao.security.interceptor import RoleInterceptor
+from hongbao.security.tls import TlsFiles, node_files
 from hongbao.topology import Topology
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,8 @@ SERVICE_NAMES = (
     admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name,
     peer_pb2.DESCRIPTOR.services_by_name["Peer"].full_name,
 )
+CLIENT_SERVICE_NAMES = SERVICE_NAMES[:3]
+"""What reflection lists: the ledger services only, never Peer or Admin."""
 
 
 def cluster_id_of(topology: Topology) -> str:
@@ -55,6 +64,11 @@ def cluster_id_of(topology: Topology) -> str:
     shape = ";".join(f"{n.node_id}@{n.address}/{n.region}" for n in topology.nodes)
     shape += f";shards={topology.shard_count};rf={topology.replication_factor}"
     return hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()
+
+
+def _core_of(runtime: NodeRuntime, shard_id: int) -> CoreView | None:
+    replica = runtime.replicas.get(shard_id)
+    return None if replica is None else replica.core
 
 
 class NodePeerServicer(PeerServicer):
@@ -70,10 +84,15 @@ class NodePeerServicer(PeerServicer):
         request: peer_pb2.DeliverRequest,
         context: grpc.aio.ServicerContext[peer_pb2.DeliverRequest, peer_pb2.DeliverResponse],
     ) -> peer_pb2.DeliverResponse:
+        if self.binding is not None:  # TLS: only the certificate's node may deliver
+            unbound = self.binding.deliver_refusal(peer_identity(context), request)
+            if unbound:
+                log.warning("refused a Deliver from %s: %s", context.peer(), unbound)
+                await context.abort(grpc.StatusCode.PERMISSION_DENIED, unbound)
         if request.cluster_id != self.cluster_id:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "another cluster")
         try:
-            return await deliver(self.runtime, self.courier, request)
+            return await deliver(self.runtime, self.courier, request, self.refusals)
         except HongbaoError as error:
             await abort_async(context, error)
             raise
@@ -82,7 +101,13 @@ class NodePeerServicer(PeerServicer):
 class Transport:
     """One :class:`PeerSender` per node this node shares a shard with."""
 
-    def __init__(self, runtime: NodeRuntime, cluster_id: str, limits: TransportLimits) -> None:
+    def __init__(
+        self,
+        runtime: NodeRuntime,
+        cluster_id: str,
+        limits: TransportLimits,
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         topology = runtime.topology
         peers: set[int] = set()
         for shard_id in runtime.replicas:
@@ -99,6 +124,8 @@ class Transport:
             )
             for peer in sorted(peers)
         }
+        for sender in self.senders.values():
+            sender.credentials = credentials
 
     def send(self, to: int, shard_id: int, message: Message) -> None:
         sender = self.senders.get(to)
@@ -135,48 +162,75 @@ class NodeServer:
         )
         self.transport_limits = transport_limits or TransportLimits()
         self.cluster_id = cluster_id_of(topology)
-        self.transport = Transport(self.runtime, self.cluster_id, self.transport_limits)
+        # TLS (topology.tls): this node's certificate serves, dials peers, and the role
+        # interceptor decides who may call what. Raises TlsError when the files are bad.
+        self.tls: TlsFiles | None = node_files(topology, node_id) if topology.tls else None
+        dial = self.tls.channel_credentials() if self.tls is not None else None
+        self.transport = Transport(self.runtime, self.cluster_id, self.transport_limits, dial)
         self.runtime.send = self.transport.send
         self.courier = Courier(self.runtime, self.transport_limits)
         self.courier.cluster_id = self.cluster_id
+        self.courier.credentials = dial
         self.health = health.aio.HealthServicer()
-        self.server = grpc.aio.server(options=self.transport_limits.grpc_options())
+        self.refusals = self.runtime.refusals  # refused peer messages, by reason and sender
+        timing = topology.timing
+        self.guard = PeerGuard(
+            node_id=node_id,
+            cores=lambda shard_id: _core_of(self.runtime, shard_id),
+            election_timeout_ms=timing.tick_ms * timing.election_timeout_ticks,
+            refusals=self.refusals,
+        )
+        limits = ServerLimits(message_bytes_max=self.transport_limits.grpc_message_bytes_max)
+        self.server = grpc.aio.server(
+            options=server_options(limits),
+            interceptors=[
+                *([RoleInterceptor()] if self.tls is not None else []),
+                DecodeErrorInterceptor(),
+            ],
+        )
         self._tasks: list[asyncio.Task[None]] = []
+        self.restarts: list[int] = []  # one element per restart of a background task
 
     def _add_services(self) -> None:
         runtime = self.runtime
-        peer_pb2_grpc.add_PeerServicer_to_server(
-            NodePeerServicer(
-                runtime=runtime,
-                courier=self.courier,
-                node_id=self.node_id,
-                cluster_id=self.cluster_id,
-                limits=self.transport_limits,
-                is_known_peer=lambda n: any(s.node_id == n for s in self.topology.nodes),
-                on_peer_stream=self.transport.peer_is_back,
-            ),
-            self.server,
+        peer_servicer = NodePeerServicer(
+            runtime=runtime,
+            courier=self.courier,
+            node_id=self.node_id,
+            cluster_id=self.cluster_id,
+            limits=self.transport_limits,
+            is_known_peer=lambda n: any(s.node_id == n for s in self.topology.nodes),
+            on_peer_stream=self.transport.peer_is_back,
+            guard=self.guard,
+            stream_takeover_ms=self.guard.lease_ms,
         )
+        if self.tls is not None:
+            peer_servicer.binding = PeerBinding(self.topology)
+        peer_pb2_grpc.add_PeerServicer_to_server(peer_servicer, self.server)
         admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(runtime), self.server)
         add_ledger_services(self.server, runtime)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            (*CLIENT_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
 
     async def start(self) -> None:
         self._add_services()
-        port = self.server.add_insecure_port(self.spec.address)
+        if self.tls is not None:
+            port = self.server.add_secure_port(self.spec.address, self.tls.server_credentials())
+        else:
+            port = self.server.add_insecure_port(self.spec.address)
         if port == 0:
             raise OSError(f"cannot listen on {self.spec.address}")
         await self.server.start()
-        self._spawn(self.runtime.run())
-        for sender in self.transport.senders.values():
-            self._spawn(sender.run())
-        self._spawn(self.courier.run())
+        self._spawn(self.runtime.run())  # critical: nothing works without the loop
+        for peer_id, sender in self.transport.senders.items():
+            self._spawn_restarting(f"node {self.node_id}: stream to node {peer_id}", sender.run)
+        self._spawn_restarting(f"node {self.node_id}: courier", self.courier.run)
         for name in ("", *SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("node %d serving on %s", self.node_id, self.spec.address)
+        security = f"mutual TLS as {self.tls.identity.uri}" if self.tls else "WITHOUT TLS"
+        log.info("node %d serving on %s, %s", self.node_id, self.spec.address, security)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def guarded() -> None:
@@ -189,6 +243,10 @@ class NodeServer:
                 raise
 
         self._tasks.append(asyncio.create_task(guarded()))
+
+    def _spawn_restarting(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Per-peer and per-shard work: a failure is logged and restarted, never fatal."""
+        self._tasks.append(asyncio.create_task(restarting(name, work, restarts=self.restarts)))
 
     async def stop(self) -> None:
         await self.health.enter_graceful_shutdown()

@@ -5,6 +5,11 @@ duplication and reordering, so nothing here retries a message: a full queue drop
 broken stream drops what it held and reports the peer unreachable, and the cores resend.
 Everything runs on the node's one asyncio loop; the runtime is told about arrivals
 through :class:`TransportEvents` and never blocks on a peer.
+
+A peer is untrusted: every message is checked by :mod:`hongbao.node.peer_guard` before it
+is handed on, snapshot staging is bounded in total across streams
+(:class:`~hongbao.node.codec.StagingBudget`), and a message that does not encode is
+dropped with a warning rather than taking the stream down.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -20,10 +26,13 @@ from typing import Protocol
 import grpc
 
 from hongbao._invariant import invariant
-from hongbao.channel_options import channel_options
+from hongbao.channel_options import channel_options, open_channel
 from hongbao.node import codec
+from hongbao.node.peer_guard import PeerGuard, Refusal, snapshot_problem
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, peer_pb2_grpc
 from hongbao.raft.types import Message, MessageType
+from hongbao.security.binding import PeerBinding
+from hongbao.security.identity import peer_identity
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +46,7 @@ class TransportLimits:
     batch_bytes_max: int = 2 << 20
     snapshot_chunk_bytes: int = 1 << 20
     snapshot_size_bytes_max: int = 1 << 30
+    snapshot_staging_bytes_max: int = 1 << 30  # all streams together, not per stream
     grpc_message_bytes_max: int = 8 << 20
     reconnect_backoff_ms_min: int = 50
     reconnect_backoff_ms_max: int = 1000
@@ -64,6 +74,8 @@ class TransportEvents(Protocol):
 class PeerSender:
     """The sending half of the stream from this node to one peer."""
 
+    credentials: grpc.ChannelCredentials | None = None  # the node's own, when TLS is on
+
     def __init__(
         self,
         *,
@@ -86,6 +98,7 @@ class PeerSender:
         self._batch_seq = 0
         self._snapshots_in_flight: set[tuple[int, int]] = set()  # (shard, snapshot index)
         self.dropped_messages = 0
+        self.unencodable_messages = 0
         self.sent_batches = 0
         self.connected = False
 
@@ -101,8 +114,8 @@ class PeerSender:
         backoff_ms = self.limits.reconnect_backoff_ms_min
         while True:
             try:
-                async with grpc.aio.insecure_channel(
-                    self.address, options=self.limits.grpc_options()
+                async with open_channel(
+                    self.address, self.credentials, self.limits.grpc_options()
                 ) as channel:
                     stub = peer_pb2_grpc.PeerStub(channel)
                     call = stub.Stream(self._batches())
@@ -194,6 +207,19 @@ class PeerSender:
     ) -> peer_pb2.RaftBatch:
         self._batch_seq += 1
         self.sent_batches += 1
+        try:
+            return self._encode(messages, chunks)
+        except (ValueError, TypeError):
+            # One message does not fit the wire (a term or index beyond 64 bits): drop it
+            # and say so at warning, instead of losing the stream and every other message.
+            encodable = [pair for pair in messages if self._encodes(pair)]
+            return self._encode(encodable, chunks)
+
+    def _encode(
+        self,
+        messages: list[tuple[int, Message]] | tuple[()],
+        chunks: tuple[peer_pb2.SnapshotChunk, ...],
+    ) -> peer_pb2.RaftBatch:
         return codec.batch_to_proto(
             cluster_id=self.cluster_id,
             from_node_id=self.node_id,
@@ -203,9 +229,35 @@ class PeerSender:
             snapshot_chunks=chunks,
         )
 
+    def _encodes(self, pair: tuple[int, Message]) -> bool:
+        shard_id, message = pair
+        try:
+            codec.message_to_proto(message)
+        except (ValueError, TypeError) as error:
+            self.dropped_messages += 1
+            self.unencodable_messages += 1
+            log.warning(
+                "shard %d: dropped a %s to node %d that does not encode: %s",
+                shard_id,
+                message.type.name,
+                self.peer_id,
+                error,
+            )
+            return False
+        return True
+
 
 class PeerServicer(peer_pb2_grpc.PeerServicer):
-    """The receiving half: hands every message of every shard to the runtime."""
+    """The receiving half: hands every message the guard admits to the runtime.
+
+    A batch of another cluster, for another node, or from a node not in the topology ends
+    its stream; so does a second stream claiming a node whose first stream is live (see
+    :class:`StreamRegistry`). Within a stream each message is checked on its own by
+    :class:`~hongbao.node.peer_guard.PeerGuard` and a refused one is dropped, counted and
+    logged: nothing a peer sends raises out of here, so nothing stops the node.
+    """
+
+    binding: PeerBinding | None = None  # set by the node server when TLS is on
 
     def __init__(
         self,
@@ -215,15 +267,21 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         limits: TransportLimits,
         events: TransportEvents,
         is_known_peer: Callable[[int], bool],
+        guard: PeerGuard,
         on_peer_stream: Callable[[int], None] = lambda peer_id: None,
+        stream_takeover_ms: int = 1000,
     ) -> None:
         self.node_id = node_id
         self.cluster_id = cluster_id
         self.limits = limits
         self.events = events
         self.is_known_peer = is_known_peer
+        self.guard = guard
+        self.refusals = guard.log
         self.on_peer_stream = on_peer_stream  # called with the peer's id as its stream opens
         self.received_messages = 0
+        self.staging = codec.StagingBudget(total_bytes_max=limits.snapshot_staging_bytes_max)
+        self.streams = StreamRegistry(takeover_ms=stream_takeover_ms)
 
     async def Stream(
         self,
@@ -231,39 +289,134 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         context: grpc.aio.ServicerContext[peer_pb2.RaftBatch, peer_pb2.RaftAck],
     ) -> AsyncIterator[peer_pb2.RaftAck]:
         assembler = codec.SnapshotAssembler(
-            snapshot_size_bytes_max=self.limits.snapshot_size_bytes_max
+            snapshot_size_bytes_max=self.limits.snapshot_size_bytes_max,
+            budget=self.staging,
+            verify=snapshot_problem,
         )
-        opened = False
-        async for batch in request_iterator:
-            problem = self._refusal(batch)
-            if problem:
-                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
-            if not opened:
-                opened = True
-                self.on_peer_stream(batch.from_node_id)
-            try:
-                pairs = codec.batch_from_proto(batch)
-            except codec.CodecError as error:
-                await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"bad batch: {error}")
-            for shard_id, message in pairs:
-                self.received_messages += 1
-                self.events.deliver(shard_id, message)
-            acks = []
-            for chunk in batch.snapshot_chunks:
-                ack, complete = assembler.accept(chunk)
-                acks.append(ack)
-                if complete is not None:
-                    self.events.deliver(*complete)
-            # Acks cost a stream write each: send them for snapshot chunks (the sender
-            # waits on those) and otherwise only now and then, as a sign of life.
-            if acks or batch.batch_seq % ACK_EVERY_BATCHES == 1:
-                yield peer_pb2.RaftAck(batch_seq=batch.batch_seq, snapshot_acks=acks)
+        slot: _Slot | None = None
+        identity = peer_identity(context) if self.binding is not None else None
+        try:
+            async for batch in request_iterator:
+                sender = int(batch.from_node_id)
+                if self.binding is not None:  # TLS: only the certificate's node may speak
+                    unbound = self.binding.batch_refusal(identity, batch)
+                    if unbound:
+                        log.warning("refused a peer stream from %s: %s", context.peer(), unbound)
+                        await context.abort(grpc.StatusCode.PERMISSION_DENIED, unbound)
+                refusal = self._refusal(batch, slot)
+                if refusal is not None:
+                    reason, detail = refusal
+                    self.refusals.refuse(reason, sender, f"{detail} ({context.peer()})")
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, detail)
+                if slot is None:
+                    slot = self.streams.claim(sender)
+                    if slot is None:
+                        detail = f"node {sender} already has a live stream here"
+                        self.refusals.refuse(Refusal.DUPLICATE_STREAM, sender, detail)
+                        await context.abort(grpc.StatusCode.ALREADY_EXISTS, detail)
+                        return
+                    self.on_peer_stream(sender)
+                if slot.superseded:
+                    return  # a newer stream of that node took over after this one went idle
+                slot.touch()
+                self._deliver_messages(sender, batch)
+                acks = [
+                    self._accept_chunk(sender, chunk, assembler)
+                    for chunk in batch.snapshot_chunks
+                ]
+                # Acks cost a stream write each: send them for snapshot chunks (the sender
+                # waits on those) and otherwise only now and then, as a sign of life.
+                if acks or batch.batch_seq % ACK_EVERY_BATCHES == 1:
+                    yield peer_pb2.RaftAck(batch_seq=batch.batch_seq, snapshot_acks=acks)
+        finally:
+            assembler.close()
+            if slot is not None:
+                self.streams.release(slot)
 
-    def _refusal(self, batch: peer_pb2.RaftBatch) -> str:
+    def _deliver_messages(self, sender: int, batch: peer_pb2.RaftBatch) -> None:
+        for item in batch.messages:
+            try:
+                message = codec.message_from_proto(item.message)
+            except (codec.CodecError, ValueError) as error:
+                self.refusals.refuse(Refusal.UNDECODABLE, sender, f"bad message: {error}")
+                continue
+            if self.guard.admit(sender, item.shard_id, message):
+                self.received_messages += 1
+                self.events.deliver(item.shard_id, message)
+
+    def _accept_chunk(
+        self, sender: int, chunk: peer_pb2.SnapshotChunk, assembler: codec.SnapshotAssembler
+    ) -> peer_pb2.SnapshotChunkAck:
+        problem = self.guard.staging_problem(sender, chunk.shard_id)
+        if problem is not None:
+            self.refusals.refuse(Refusal.SNAPSHOT_REJECTED, sender, problem)
+            return codec.rejected_ack(chunk, problem)
+        ack, complete = assembler.accept(chunk)
+        if ack.status == peer_pb2.SNAPSHOT_CHUNK_STATUS_REJECTED:
+            self.refusals.refuse(Refusal.SNAPSHOT_REJECTED, sender, ack.message)
+        if complete is None:
+            return ack
+        if not self.guard.admit(sender, *complete, chunked=True):
+            return codec.rejected_ack(chunk, "the SNAP message was refused")
+        self.events.deliver(*complete)
+        return ack
+
+    def _refusal(
+        self, batch: peer_pb2.RaftBatch, slot: _Slot | None
+    ) -> tuple[Refusal, str] | None:
         if batch.cluster_id != self.cluster_id:
-            return f"cluster {batch.cluster_id!r} is not this node's {self.cluster_id!r}"
+            why = f"cluster {batch.cluster_id[:40]!r} is not this node's"
+            return Refusal.WRONG_CLUSTER, why
         if batch.to_node_id != self.node_id:
-            return f"batch for node {batch.to_node_id} reached node {self.node_id}"
-        if not self.is_known_peer(batch.from_node_id):
-            return f"node {batch.from_node_id} is not in the topology"
-        return ""
+            why = f"batch for node {batch.to_node_id} reached node {self.node_id}"
+            return Refusal.WRONG_DESTINATION, why
+        if not self.is_known_peer(batch.from_node_id) or batch.from_node_id == self.node_id:
+            return Refusal.UNKNOWN_NODE, f"node {batch.from_node_id} is not a peer here"
+        if slot is not None and slot.node_id != batch.from_node_id:
+            why = f"a stream of node {slot.node_id} claims {batch.from_node_id}"
+            return Refusal.SENDER_CHANGED, why
+        return None
+
+
+@dataclass(slots=True)
+class _Slot:
+    node_id: int
+    last_batch_ms: float
+    superseded: bool = False
+
+    def touch(self) -> None:
+        self.last_batch_ms = time.monotonic() * 1000
+
+
+class StreamRegistry:
+    """At most one inbound stream per peer node: the first one keeps its place.
+
+    Without certificates anyone may open a stream claiming any node id; while the real
+    node's stream is live, a second claim is refused, so a forger cannot slip messages in
+    beside it. A stream silent for ``takeover_ms`` (a peer whose connection died without
+    a reset) yields its place to a new one, so a reconnecting peer is never locked out by
+    its own dead stream. A forger who claims a node before the node connects can keep it
+    out (a denial of service, not a safety hole): part B's certificates close that.
+    """
+
+    def __init__(self, *, takeover_ms: int) -> None:
+        self.takeover_ms = takeover_ms
+        self._live: dict[int, _Slot] = {}
+
+    def claim(self, node_id: int) -> _Slot | None:
+        now_ms = time.monotonic() * 1000
+        current = self._live.get(node_id)
+        if current is not None and now_ms - current.last_batch_ms < self.takeover_ms:
+            return None
+        if current is not None:
+            current.superseded = True
+        slot = _Slot(node_id, now_ms)
+        self._live[node_id] = slot
+        return slot
+
+    def release(self, slot: _Slot) -> None:
+        if self._live.get(slot.node_id) is slot:
+            del self._live[slot.node_id]
+
+    def live(self, node_id: int) -> bool:
+        return node_id in self._live

@@ -246,7 +246,7 @@ class ShowResponse(_message.Message):
     def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ...) -> None: ...
 
 class Envelope(_message.Message):
-    __slots__ = ("envelope_id", "sender_user_id", "kind", "total_fen", "count", "created_at_ms", "expires_at_ms", "state", "remaining_fen", "remaining_count", "refunded_fen", "grabs", "best_luck_ordinal")
+    __slots__ = ("envelope_id", "sender_user_id", "kind", "total_fen", "count", "created_at_ms", "expires_at_ms", "state", "remaining_fen", "remaining_count", "refunded_fen", "grabs", "best_luck_ordinal", "expiry_pending")
     ENVELOPE_ID_FIELD_NUMBER: _ClassVar[int]
     SENDER_USER_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -260,6 +260,7 @@ class Envelope(_message.Message):
     REFUNDED_FEN_FIELD_NUMBER: _ClassVar[int]
     GRABS_FIELD_NUMBER: _ClassVar[int]
     BEST_LUCK_ORDINAL_FIELD_NUMBER: _ClassVar[int]
+    EXPIRY_PENDING_FIELD_NUMBER: _ClassVar[int]
     envelope_id: str
     sender_user_id: str
     kind: EnvelopeKind
@@ -273,7 +274,8 @@ class Envelope(_message.Message):
     refunded_fen: int
     grabs: _containers.RepeatedCompositeFieldContainer[EnvelopeGrab]
     best_luck_ordinal: int
-    def __init__(self, envelope_id: _Optional[str] = ..., sender_user_id: _Optional[str] = ..., kind: _Optional[_Union[EnvelopeKind, str]] = ..., total_fen: _Optional[int] = ..., count: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., state: _Optional[_Union[EnvelopeState, str]] = ..., remaining_fen: _Optional[int] = ..., remaining_count: _Optional[int] = ..., refunded_fen: _Optional[int] = ..., grabs: _Optional[_Iterable[_Union[EnvelopeGrab, _Mapping]]] = ..., best_luck_ordinal: _Optional[int] = ...) -> None: ...
+    expiry_pending: bool
+    def __init__(self, envelope_id: _Optional[str] = ..., sender_user_id: _Optional[str] = ..., kind: _Optional[_Union[EnvelopeKind, str]] = ..., total_fen: _Optional[int] = ..., count: _Optional[int] = ..., created_at_ms: _Optional[int] = ..., expires_at_ms: _Optional[int] = ..., state: _Optional[_Union[EnvelopeState, str]] = ..., remaining_fen: _Optional[int] = ..., remaining_count: _Optional[int] = ..., refunded_fen: _Optional[int] = ..., grabs: _Optional[_Iterable[_Union[EnvelopeGrab, _Mapping]]] = ..., best_luck_ordinal: _Optional[int] = ..., expiry_pending: _Optional[bool] = ...) -> None: ...
 
 class EnvelopeGrab(_message.Message):
     __slots__ = ("ordinal", "user_id", "amount_fen", "ts_ms")

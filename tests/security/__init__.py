@@ -1,0 +1,1 @@
+"""Security tests: hostile peers and clients, certificates and mutual TLS (issue 12)."""
