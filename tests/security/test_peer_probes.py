@@ -92,6 +92,23 @@ def unchanged(harness: Harness, leaders: dict[int, int], terms: dict[tuple[int, 
     assert harness.terms() == terms
 
 
+def refused_without_harm(
+    harness: Harness,
+    prober: Prober,
+    node_id: int,
+    shard_id: int,
+    forged: MT.Message,
+    reason: str,
+) -> None:
+    """Send one forged message to ``node_id``: it is refused for ``reason`` (in the node's
+    log), and every live node, leader and term is as it was."""
+    marks = {n: log_size(harness, n) for n in LIVE}
+    leaders, terms = harness.leaders(), harness.terms()
+    assert prober.send(node_id, FORGED_NODE, (shard_id, forged)).code == grpc.StatusCode.OK
+    wait_logged(harness, node_id, reason, after=marks[node_id])
+    unchanged(harness, leaders, terms)
+
+
 def test_an_append_claimed_from_the_live_leader_is_refused(probed: Harness, prober: Prober) -> None:
     """The stream claims the shard's real leader, whose own stream is open: refused."""
     marks = {node_id: log_size(probed, node_id) for node_id in LIVE}
@@ -131,23 +148,15 @@ def test_hup_to_each_node_stops_nothing(probed: Harness, prober: Prober) -> None
 
 
 def test_a_message_from_node_99_stops_nothing(probed: Harness, prober: Prober) -> None:
-    marks = {node_id: log_size(probed, node_id) for node_id in LIVE}
-    leaders, terms = probed.leaders(), probed.terms()
     term, _, commit = replica(probed, 1, 0)
     forged = message(MT.MESSAGE_TYPE_HEARTBEAT, to=1, from_=99, term=term, commit=commit)
-    assert prober.send(1, FORGED_NODE, (0, forged)).code == grpc.StatusCode.OK
-    wait_logged(probed, 1, "sender_mismatch", after=marks[1])
-    unchanged(probed, leaders, terms)
+    refused_without_harm(probed, prober, 1, 0, forged, "sender_mismatch")
 
 
 def test_a_snap_without_its_snapshot_stops_nothing(probed: Harness, prober: Prober) -> None:
-    marks = {node_id: log_size(probed, node_id) for node_id in LIVE}
-    leaders, terms = probed.leaders(), probed.terms()
     term, _, _ = replica(probed, 3, 0)
     forged = message(MT.MESSAGE_TYPE_SNAP, to=3, from_=FORGED_NODE, term=term)
-    assert prober.send(3, FORGED_NODE, (0, forged)).code == grpc.StatusCode.OK
-    wait_logged(probed, 3, "snap_not_chunked", after=marks[3])
-    unchanged(probed, leaders, terms)
+    refused_without_harm(probed, prober, 3, 0, forged, "snap_not_chunked")
 
 
 def test_garbage_behind_a_valid_crc_is_refused_before_it_replaces_anything(
@@ -171,13 +180,9 @@ def test_garbage_behind_a_valid_crc_is_refused_before_it_replaces_anything(
 
 
 def test_a_heartbeat_at_term_2_64_minus_1_changes_no_term(probed: Harness, prober: Prober) -> None:
-    marks = {node_id: log_size(probed, node_id) for node_id in LIVE}
-    leaders, terms = probed.leaders(), probed.terms()
     shard_id = shard_led_by(probed, 1)
     forged = message(MT.MESSAGE_TYPE_HEARTBEAT, to=3, from_=FORGED_NODE, term=2**64 - 1)
-    assert prober.send(3, FORGED_NODE, (shard_id, forged)).code == grpc.StatusCode.OK
-    wait_logged(probed, 3, "out_of_bounds", after=marks[3])
-    unchanged(probed, leaders, terms)
+    refused_without_harm(probed, prober, 3, shard_id, forged, "out_of_bounds")
 
 
 def test_a_forged_append_at_term_plus_one_creates_no_money(probed: Harness, prober: Prober) -> None:
@@ -238,14 +243,10 @@ def test_an_append_from_the_other_follower_does_not_diverge_replicas(
 
 
 def test_a_forged_timeout_now_moves_no_leader(probed: Harness, prober: Prober) -> None:
-    marks = {node_id: log_size(probed, node_id) for node_id in LIVE}
-    leaders, terms = probed.leaders(), probed.terms()
     shard_id = shard_led_by(probed, 1)
     term, _, _ = replica(probed, 3, shard_id)
     forged = message(MT.MESSAGE_TYPE_TIMEOUT_NOW, to=3, from_=FORGED_NODE, term=term)
-    assert prober.send(3, FORGED_NODE, (shard_id, forged)).code == grpc.StatusCode.OK
-    wait_logged(probed, 3, "not_the_leader", after=marks[3])
-    unchanged(probed, leaders, terms)
+    refused_without_harm(probed, prober, 3, shard_id, forged, "not_the_leader")
 
 
 def test_forged_heartbeats_at_term_plus_one_depose_no_leader(
