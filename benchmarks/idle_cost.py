@@ -24,9 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from hongbao.client import ClientOptions, HongbaoClient
-from hongbao.cluster_ops import wait_for_leaders, wait_for_quiet
-from hongbao.localcluster import LocalCluster, write_topology
+from hongbao.client.sdk import ClientOptions, HongbaoClient
+from hongbao.ops.cluster import wait_for_leaders, wait_for_quiet
+from hongbao.ops.local import LocalCluster, write_topology
 
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
 SETTLE_TIMEOUT_S = 30.0

@@ -19,6 +19,8 @@ from hongbao.security.identity import Identity, Role, identity_of_certificate
 
 REPO = Path(__file__).resolve().parents[1]
 LOCAL = REPO / "configs" / "local.toml"
+LOCAL_TEXT = LOCAL.read_text().split("# One router per region")[0]
+assert "[[routers]]" not in LOCAL_TEXT
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)
 
 
@@ -46,7 +48,7 @@ def sans(certificate: x509.Certificate) -> list[str]:
 def routers_topology(tmp_path: Path) -> Path:
     path = tmp_path / "with-routers.toml"
     path.write_text(
-        LOCAL.read_text()
+        LOCAL_TEXT
         + '\n[[routers]]\nid = 1\nhost = "10.0.0.7"\n\n[[routers]]\nid = 2\nhost = "gw.example"\n'
     )
     return path
@@ -56,11 +58,17 @@ def test_init_writes_a_ca_and_one_certificate_per_holder_with_private_modes(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "certs"
+    no_routers = tmp_path / "no-routers.toml"
+    no_routers.write_text(LOCAL_TEXT)
+    bare = hongbao("certs", "init", "--config", str(no_routers), "--out", str(tmp_path / "bare"))
+    assert bare.returncode == 0, bare.stderr
+    assert "no [[routers]] table: no router certificates made" in bare.stdout
     result = hongbao("certs", "init", "--config", str(LOCAL), "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "no [[routers]] table: no router certificates made" in result.stdout
+    assert "no router certificates" not in result.stdout
     names = sorted(p.name for p in out.iterdir())
-    stems = ["ca", "client", "node-1", "node-2", "node-3", "operator"]
+    stems = ["ca", "client", "node-1", "node-2", "node-3", "operator",
+             "router-1", "router-2", "router-3"]  # fmt: skip
     assert names == sorted([f"{s}.crt" for s in stems] + [f"{s}.key" for s in stems])
     assert mode(out) == 0o700
     for stem in stems:
@@ -117,7 +125,7 @@ def test_init_with_a_bad_topology_exits_2_and_writes_nothing(tmp_path: Path) -> 
     assert "bad.toml" in result.stderr
     assert not out.exists()
     routers = tmp_path / "routers.toml"
-    routers.write_text(LOCAL.read_text() + "\n[[routers]]\nid = 0\n")
+    routers.write_text(LOCAL_TEXT + "\n[[routers]]\nid = 0\n")
     with pytest.raises(CertsError, match=r"routers\[0\]\.id"):
         certs.init_certs(routers, out, now=NOW)
 
@@ -151,6 +159,7 @@ def test_list_shows_every_certificate_and_flags_expired_soon_and_foreign_ones(
     assert status == {
         "ca.crt": "ok", "client.crt": "ok", "node-1.crt": "ok", "node-2.crt": "ok",
         "node-3.crt": "ok", "operator.crt": "ok", "old.crt": "expired",
+        "router-1.crt": "ok", "router-2.crt": "ok", "router-3.crt": "ok",
         "soon.crt": "expires soon", "stranger.crt": "not from ca.crt",
     }  # fmt: skip
     assert report["flagged"] == 3
@@ -162,7 +171,7 @@ def test_list_shows_every_certificate_and_flags_expired_soon_and_foreign_ones(
     table = hongbao("certs", "list", str(out))
     assert table.returncode == 0, table.stderr
     assert "expires soon" in table.stdout
-    assert "9 certificates, 3 flagged" in table.stdout
+    assert "12 certificates, 3 flagged" in table.stdout
 
 
 def test_list_of_a_directory_without_certificates_exits_2(tmp_path: Path) -> None:

@@ -10,9 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hongbao.ledger.limits import Limits
-from hongbao.raft.types import NodeId
-from hongbao.topology import (
+from hongbao.config.topology import (
     NodeSpec,
     Region,
     Topology,
@@ -21,6 +19,8 @@ from hongbao.topology import (
     load_topology,
     parse_topology,
 )
+from hongbao.ledger.limits import Limits
+from hongbao.raft.types import NodeId
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -421,7 +421,7 @@ def test_node_run_flags_override_the_runtime_table(
 
     import hongbao.node.server as server_module
     from hongbao.cli.node import node as cli
-    from hongbao.localcluster import write_topology
+    from hongbao.ops.local import write_topology
 
     config = write_topology(
         tmp_path / "t.toml",

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hongbao.client import HongbaoClient
-from hongbao.cluster_ops import wait_for_leaders
-from hongbao.localcluster import LocalCluster, write_topology
+from hongbao.client.sdk import HongbaoClient
+from hongbao.ops.cluster import wait_for_leaders
+from hongbao.ops.local import LocalCluster, write_topology
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "configs" / "local.toml"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hongbao.cluster_ops import pid_alive, read_pid_file
+from hongbao.ops.cluster import pid_alive, read_pid_file
 from tests.cli.conftest import hongbao
 
 pytestmark = pytest.mark.cluster

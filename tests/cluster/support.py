@@ -20,14 +20,14 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from hongbao.audit_cluster import ClusterAuditReport, audit_cluster, node_dir, read_node
+from hongbao.config.topology import Topology
 from hongbao.ledger.sharding import shard_for_user
 from hongbao.ledger.store import Table, iterate
-from hongbao.localcluster import STOP_TIMEOUT_S, LocalCluster, write_topology
 from hongbao.node.errors import HongbaoError, error_from_rpc_error
+from hongbao.ops.audit import ClusterAuditReport, audit_cluster, node_dir, read_node
+from hongbao.ops.local import STOP_TIMEOUT_S, LocalCluster, write_topology
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2_grpc
 from hongbao.security.tls import client_credentials
-from hongbao.topology import Topology
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "configs" / "local.toml"

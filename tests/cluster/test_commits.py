@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hongbao.client import HongbaoClient
+from hongbao.client.sdk import HongbaoClient
 from hongbao.ledger.sharding import shard_for_user
 from tests.cluster.support import running_cluster, users_per_shard
 

@@ -21,7 +21,7 @@ from typing import TypeVar
 
 import pytest
 
-from hongbao.client import HongbaoClient
+from hongbao.client.sdk import HongbaoClient
 from hongbao.node.errors import ErrorReason, HongbaoError
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 from tests.cluster.support import running_cluster, users_per_shard, wait_for

@@ -31,8 +31,7 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from hongbao.audit_cluster import node_dir, read_node
-from hongbao.client import ClientOptions, HongbaoClient, new_request_id
+from hongbao.client.sdk import ClientOptions, HongbaoClient, new_request_id
 from hongbao.ledger import idempotency
 from hongbao.ledger.records import (
     Account,
@@ -59,6 +58,7 @@ from hongbao.ledger.sharding import parse_envelope_id, shard_for_user
 from hongbao.ledger.store import LedgerStore, Table, iterate
 from hongbao.node import ledger_api
 from hongbao.node.errors import HongbaoError, RetryableError
+from hongbao.ops.audit import node_dir, read_node
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 from tests.cluster.support import Harness, running_cluster, users_per_shard
 

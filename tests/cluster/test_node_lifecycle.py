@@ -15,9 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from hongbao.channel_options import RECONNECT_BACKOFF_MS_MAX
-from hongbao.client import HongbaoClient
+from hongbao.client.sdk import HongbaoClient
 from hongbao.ledger.sharding import shard_for_user
+from hongbao.net.channels import RECONNECT_BACKOFF_MS_MAX
 from hongbao.node.server import CLIENT_SERVICE_NAMES, SERVICE_NAMES
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, ledger_pb2
 from tests.cluster.support import Harness, wait_for

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 
-from hongbao.client import HongbaoClient, new_request_id
+from hongbao.client.sdk import HongbaoClient, new_request_id
 from hongbao.node.errors import RetryableError
 from hongbao.proto.gen.hongbao.v1 import admin_pb2
 from tests.cluster.support import Harness, running_cluster, users_per_shard, wait_for

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from hongbao.config.topology import parse_topology
 from hongbao.ledger import Deposit, Limits, Ok, Transfer, inbox_seq
 from hongbao.ledger.commands import Command
 from hongbao.ledger.results import Rejected, Result
@@ -24,7 +25,6 @@ from hongbao.node.peer_guard import RefusalLog
 from hongbao.node.runtime import NodeRuntime
 from hongbao.node.storage import Durability, NodeEnv
 from hongbao.node.transport import TransportLimits
-from hongbao.topology import parse_topology
 from tests.ledger.helpers import Cluster
 from tests.node.topologies import ONE_NODE
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from hongbao.config.topology import parse_topology
 from hongbao.node.runtime import NodeRuntime
 from hongbao.node.storage import Durability, NodeEnv
-from hongbao.topology import parse_topology
 from tests.node.topologies import ONE_NODE
 
 CYCLES_MAX = 50

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from hongbao.config.topology import parse_topology
 from hongbao.ledger import Deposit
 from hongbao.node.errors import ErrorReason, HongbaoError, RetryableError
 from hongbao.node.runtime import NodeRuntime
@@ -20,7 +21,6 @@ from hongbao.node.storage import Durability, NodeEnv
 from hongbao.raft.errors import ProposalDropped
 from hongbao.raft.types import Entry, Message, NodeId
 from hongbao.raft.types import MessageType as MT
-from hongbao.topology import parse_topology
 from tests.node.topologies import ONE_NODE, THREE_NODES
 
 
@@ -205,7 +205,7 @@ from types import SimpleNamespace  # noqa: E402
 
 import grpc  # noqa: E402
 
-from hongbao.client import ClientOptions, HongbaoClient  # noqa: E402
+from hongbao.client.sdk import ClientOptions, HongbaoClient  # noqa: E402
 from hongbao.node.errors import (  # noqa: E402
     LeaderHint,
     error_from_proto,

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import grpc
 
+from hongbao.config.topology import Topology
 from hongbao.ledger.commands import Batch, Deliver, Deposit, encode_batch, encode_command
 from hongbao.ledger.records import CreditKind
 from hongbao.node.server import cluster_id_of
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, peer_pb2_grpc, raft_pb2
-from hongbao.topology import Topology
 
 MT = raft_pb2
 STREAM_TIMEOUT_S = 5.0

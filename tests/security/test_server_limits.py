@@ -15,11 +15,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from hongbao.config.topology import parse_topology
 from hongbao.node import server as server_module
 from hongbao.node.server_options import DecodeErrorInterceptor, ServerLimits, server_options
 from hongbao.node.storage import Durability
 from hongbao.node.supervisor import restarting
-from hongbao.topology import parse_topology
 from tests.node.topologies import ONE_NODE
 
 DEADLINE_S = 10.0

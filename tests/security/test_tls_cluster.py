@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from hongbao.client import HongbaoClient
+from hongbao.client.sdk import HongbaoClient
 from hongbao.proto.gen.hongbao.v1 import (
     admin_pb2,
     admin_pb2_grpc,

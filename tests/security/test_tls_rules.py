@@ -21,6 +21,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from hongbao.config.topology import TopologyError, load_topology, parse_topology
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, raft_pb2
 from hongbao.security import certs
 from hongbao.security.binding import PeerBinding
@@ -34,7 +35,6 @@ from hongbao.security.tls import (
     insecure_problem,
     load_files,
 )
-from hongbao.topology import TopologyError, load_topology, parse_topology
 
 REPO = Path(__file__).resolve().parents[2]
 FIVE = load_topology(REPO / "configs" / "five-nodes.toml")

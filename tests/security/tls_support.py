@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 
-from hongbao.localcluster import LocalCluster, write_topology
 from hongbao.node.server import cluster_id_of
+from hongbao.ops.local import LocalCluster, write_topology
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, peer_pb2_grpc, raft_pb2
 from hongbao.security import certs
 from hongbao.security.certs import CertSpec

@@ -1,6 +1,6 @@
 """``hongbao bench``: batched throughput and single-transfer latency of a cluster.
 
-A thin shell over :mod:`hongbao.bench`: against the cluster of ``--config`` (started with
+A thin shell over :mod:`hongbao.bench.run`: against the cluster of ``--config`` (started with
 ``hongbao cluster up``), or with ``--local`` on a fresh three-node cluster started here in
 a temporary directory on free ports and stopped afterwards. The table (or ``--json``)
 reports medians over ``--runs``.
@@ -18,7 +18,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from hongbao.bench import MIXES, BenchOptions, BenchReport, Percentiles, RunResult, run_bench
+from hongbao.bench.run import MIXES, BenchOptions, BenchReport, Percentiles, RunResult, run_bench
 from hongbao.cli.common import (
     EXIT_UNAVAILABLE,
     config_option,
@@ -27,11 +27,11 @@ from hongbao.cli.common import (
     print_json,
     stdout_console,
 )
-from hongbao.client import ClientOptions, HongbaoClient
-from hongbao.cluster_ops import ClusterOpsError, move_leaders_home, wait_for_leaders
-from hongbao.localcluster import ClusterError, LocalCluster, write_topology
+from hongbao.client.sdk import ClientOptions, HongbaoClient
+from hongbao.config.topology import Topology, load_topology
 from hongbao.node.errors import HongbaoError
-from hongbao.topology import Topology, load_topology
+from hongbao.ops.cluster import ClusterOpsError, move_leaders_home, wait_for_leaders
+from hongbao.ops.local import ClusterError, LocalCluster, write_topology
 
 BENCH_TIMEOUT_S = 10.0
 

@@ -1,6 +1,6 @@
 """``hongbao cluster up|status|balance|down`` and ``hongbao node start|stop|kill``.
 
-A thin shell over :mod:`hongbao.cluster_ops`: ``up`` starts every node of the topology
+A thin shell over :mod:`hongbao.ops.cluster`: ``up`` starts every node of the topology
 as a detached process (pid files and logs in the data directory), waits until every
 shard has a leader and moves leaders to their home regions; ``status`` asks every node
 for its Admin.Status; ``balance`` moves leaders home again (after a node came back);
@@ -28,8 +28,9 @@ from hongbao.cli.common import (
     print_json,
     stdout_console,
 )
-from hongbao.client import ClientOptions, HongbaoClient
-from hongbao.cluster_ops import (
+from hongbao.client.sdk import ClientOptions, HongbaoClient
+from hongbao.config.topology import Topology
+from hongbao.ops.cluster import (
     STATUS_TIMEOUT_S,
     STOP_TIMEOUT_S,
     ClusterOpsError,
@@ -46,7 +47,6 @@ from hongbao.cluster_ops import (
     wait_ready,
 )
 from hongbao.proto.gen.hongbao.v1 import admin_pb2
-from hongbao.topology import Topology
 
 CLUSTER_HELP_EPILOG = (
     "\b\nExit codes:\n"

@@ -31,14 +31,14 @@ from typing import Any, Final, NoReturn, TypeVar
 import click
 from rich.console import Console
 
-from hongbao.client import ClientOptions, HongbaoClient, new_request_id
+from hongbao.client.sdk import ClientOptions, HongbaoClient, new_request_id
+from hongbao.config.topology import Topology, TopologyError, load_topology
 from hongbao.node.errors import (
     HongbaoError,
     InternalError,
     RetryableError,
 )
 from hongbao.security.tls import CERTS_DIR_ENV, TlsError, client_credentials, insecure_problem
-from hongbao.topology import Topology, TopologyError, load_topology
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])

@@ -1,7 +1,7 @@
 """``hongbao demo``: the three-city story on a real local cluster (or, ``--simulated``, in
 the deterministic simulator).
 
-A thin shell. The real story is :func:`hongbao.live_demo.run_live_demo`: three node
+A thin shell. The real story is :func:`hongbao.demo.live.run_live_demo`: three node
 processes on fresh 127.0.0.1 ports in a temporary directory, removed at the end, Ctrl-C
 included. The simulated one is :func:`hongbao.sim.demo.run_demo`.
 """
@@ -36,7 +36,7 @@ def demo(simulated: bool, seed: int, config_path: str) -> None:
         _simulated(out, seed)
         return
     load_config(config_path)  # a usage error before anything starts
-    from hongbao.live_demo import run_live_demo
+    from hongbao.demo.live import run_live_demo
 
     out.print("[bold]hongbao demo[/bold]: a real cluster on this machine "
               f"({config_path}, fresh ports, temporary data)")  # fmt: skip

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 
 from hongbao.cli.common import insecure_flag, security_options
+from hongbao.config.topology import TopologyError, load_topology
 from hongbao.security.handshake_log import install_if_enabled
 from hongbao.security.tls import TlsError, insecure_problem
-from hongbao.topology import TopologyError, load_topology
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import grpc
 
-from hongbao.channel_options import open_channel
 from hongbao.ledger import outbox
 from hongbao.ledger.commands import (
     Acknowledge,
@@ -30,6 +29,7 @@ from hongbao.ledger.commands import (
 )
 from hongbao.ledger.results import Result
 from hongbao.ledger.store import LedgerStore, Table
+from hongbao.net.channels import open_channel
 from hongbao.node.errors import ErrorReason, HongbaoError, error_from_rpc_error, make_error
 from hongbao.node.runtime import NodeRuntime
 from hongbao.node.transport import TransportLimits

@@ -27,7 +27,8 @@ The hierarchy, with the reasons and codes of each class::
     │                           MALFORMED_ID, LIMIT_EXCEEDED, INVALID_REQUEST
     ├── RefusedError            INSUFFICIENT_FUNDS, ACCOUNT_FROZEN,   FAILED_PRECONDITION
     │                           ENVELOPE_EXPIRED, ENVELOPE_EMPTY,
-    │                           ALREADY_GRABBED, DAILY_LIMIT_EXCEEDED
+    │                           ALREADY_GRABBED, DAILY_LIMIT_EXCEEDED,
+    │                           CLUSTER_MISMATCH, REQUEST_FENCED
     ├── RequestIdReusedError    REQUEST_ID_REUSED                     ALREADY_EXISTS
     ├── NotFoundError           NOT_FOUND                             NOT_FOUND
     └── InternalError           INTERNAL (outcome unknown)            INTERNAL
@@ -95,6 +96,8 @@ class ErrorReason(enum.StrEnum):
     DAILY_LIMIT_EXCEEDED = "DAILY_LIMIT_EXCEEDED"
     REQUEST_ID_REUSED = "REQUEST_ID_REUSED"
     NOT_FOUND = "NOT_FOUND"
+    CLUSTER_MISMATCH = "CLUSTER_MISMATCH"
+    REQUEST_FENCED = "REQUEST_FENCED"
     INTERNAL = "INTERNAL"
 
 
@@ -221,6 +224,8 @@ ERROR_TABLE: Final[Mapping[ErrorReason, ErrorRule]] = {
     _R.DAILY_LIMIT_EXCEEDED: ErrorRule(_C.FAILED_PRECONDITION, RefusedError),
     _R.REQUEST_ID_REUSED: ErrorRule(_C.ALREADY_EXISTS, RequestIdReusedError),
     _R.NOT_FOUND: ErrorRule(_C.NOT_FOUND, NotFoundError),
+    _R.CLUSTER_MISMATCH: ErrorRule(_C.FAILED_PRECONDITION, RefusedError),
+    _R.REQUEST_FENCED: ErrorRule(_C.FAILED_PRECONDITION, RefusedError),
     _R.INTERNAL: ErrorRule(_C.INTERNAL, InternalError),
 }
 """The one table: reason -> (gRPC status code, exception class)."""

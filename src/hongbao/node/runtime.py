@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from hongbao._invariant import invariant
+from hongbao.config.topology import Topology
 from hongbao.ledger import machine
 from hongbao.ledger.commands import Batch, Command, encode_batch
 from hongbao.ledger.limits import Limits
@@ -44,7 +45,6 @@ from hongbao.raft.config import RaftConfig
 from hongbao.raft.core import RaftCore
 from hongbao.raft.errors import ProposalDropped
 from hongbao.raft.types import ConfState, EntryType, Message, NodeId, Ready, Role
-from hongbao.topology import Topology
 
 log = logging.getLogger(__name__)
 

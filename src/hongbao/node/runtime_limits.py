@@ -1,7 +1,7 @@
 """The node runtime's bounds and snapshot cadence, settable in the topology's ``[runtime]``.
 
 Rules of this module: plain data and its checks, no I/O, nothing imported from the
-runtime, so that :mod:`hongbao.topology` can parse a ``[runtime]`` table into a
+runtime, so that :mod:`hongbao.config.topology` can parse a ``[runtime]`` table into a
 :class:`RuntimeLimits` without importing the runtime. Every field has an inclusive range
 (:data:`RUNTIME_LIMIT_RANGES`): each one bounds a queue, a batch or a count, and a value
 outside its range is a configuration mistake that must stop a node at start-up with a

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from hongbao.config.topology import Topology
 from hongbao.node.admin import AdminServicer
 from hongbao.node.courier import Courier
 from hongbao.node.errors import HongbaoError, abort_async
@@ -43,7 +44,6 @@ from hongbao.security.binding import PeerBinding
 from hongbao.security.identity import peer_identity
 from hongbao.security.interceptor import RoleInterceptor
 from hongbao.security.tls import TlsFiles, node_files
-from hongbao.topology import Topology
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,13 @@ CLIENT_SERVICE_NAMES = SERVICE_NAMES[:3]
 
 
 def cluster_id_of(topology: Topology) -> str:
-    """A name for the cluster derived from its shape: nodes of another cluster refuse us."""
+    """The file's ``cluster_id``, or a name derived from the cluster's shape.
+
+    Every replica of the meta group is initialised with it; nodes of another cluster
+    refuse our peer streams and requests that carry another id.
+    """
+    if topology.cluster_id:
+        return topology.cluster_id
     shape = ";".join(f"{n.node_id}@{n.address}/{n.region}" for n in topology.nodes)
     shape += f";shards={topology.shard_count};rf={topology.replication_factor}"
     return hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()

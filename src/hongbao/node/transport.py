@@ -26,7 +26,7 @@ from typing import Protocol
 import grpc
 
 from hongbao._invariant import invariant
-from hongbao.channel_options import channel_options, open_channel
+from hongbao.net.channels import channel_options, open_channel
 from hongbao.node import codec
 from hongbao.node.peer_guard import PeerGuard, Refusal, snapshot_problem
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, peer_pb2_grpc

@@ -13,9 +13,9 @@ Without TLS there is no certificate and nothing here applies (``--insecure`` sai
 
 from __future__ import annotations
 
+from hongbao.config.topology import Topology
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, raft_pb2
 from hongbao.security.identity import Identity
-from hongbao.topology import Topology
 
 
 class PeerBinding:

@@ -32,8 +32,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from hongbao.config.topology import TopologyError, parse_topology
 from hongbao.security.identity import Identity, Role, identity_of_certificate, node_identity
-from hongbao.topology import TopologyError, parse_topology
 
 CA_CERT: Final = "ca.crt"
 CA_KEY: Final = "ca.key"

@@ -31,6 +31,11 @@ ANY_ROLE: Final = frozenset(Role)
 RULES: Final[Mapping[str, frozenset[Role]]] = {
     "/hongbao.v1.Peer/": frozenset({Role.NODE}),
     "/hongbao.v1.Admin/": frozenset({Role.OPERATOR}),
+    # Routers and nodes follow the cluster state and read the topology and status, so
+    # that any one of them can answer `cluster status`; only operators change anything.
+    "/hongbao.v1.Admin/ClusterState": frozenset({Role.OPERATOR, Role.ROUTER, Role.NODE}),
+    "/hongbao.v1.Admin/Topology": frozenset({Role.OPERATOR, Role.ROUTER, Role.NODE}),
+    "/hongbao.v1.Admin/Status": frozenset({Role.OPERATOR, Role.ROUTER}),
     "/hongbao.v1.Wallet/": LEDGER_ROLES,
     "/hongbao.v1.Envelopes/": LEDGER_ROLES,
     "/hongbao.v1.Batch/": LEDGER_ROLES,

@@ -28,9 +28,9 @@ from typing import Final
 import grpc
 from cryptography import x509
 
+from hongbao.config.topology import Topology, is_loopback_host
 from hongbao.security.certs import CA_CERT, CLIENT_NAME, OPERATOR_NAME, cert_path, key_path
 from hongbao.security.identity import Identity, Role, identity_of_certificate, node_identity
-from hongbao.topology import Topology, is_loopback_host
 
 CERTS_DIR_ENV: Final = "HONGBAO_CERTS_DIR"
 

@@ -24,29 +24,47 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hongbao/v1/admin.proto\x12\nhongbao.v1\"\"\n\rStatusRequest\x12\x11\n\tshard_ids\x18\x01 \x03(\r\"\xa3\x01\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06now_ms\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\'\n\x06shards\x18\x07 \x03(\x0b\x32\x17.hongbao.v1.ShardStatus\"\xe8\x02\n\x0bShardStatus\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.hongbao.v1.Role\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x16\n\x0eleader_node_id\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nlast_index\x18\x07 \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x08 \x01(\x04\x12\x19\n\x11\x61pply_lag_entries\x18\t \x01(\x04\x12\x1b\n\x13log_lag_entries_max\x18\n \x01(\x04\x12\x0e\n\x06voters\x18\x0b \x03(\x04\x12\x10\n\x08learners\x18\x0c \x03(\x04\x12\x1f\n\x17lead_transferee_node_id\x18\r \x01(\x04\x12-\n\x08progress\x18\x0e \x03(\x0b\x32\x1b.hongbao.v1.ReplicaProgress\"\xb2\x01\n\x0fReplicaProgress\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x12\n\nnext_index\x18\x03 \x01(\x04\x12\x13\n\x0blag_entries\x18\x04 \x01(\x04\x12(\n\x05state\x18\x05 \x01(\x0e\x32\x19.hongbao.v1.ProgressState\x12\x15\n\rrecent_active\x18\x06 \x01(\x08\x12\x0f\n\x07learner\x18\x07 \x01(\x08\"R\n\x15TransferLeaderRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x16\n\x0etarget_node_id\x18\x02 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\">\n\x16TransferLeaderResponse\x12\x16\n\x0eleader_node_id\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04*l\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_FOLLOWER\x10\x01\x12\x16\n\x12ROLE_PRE_CANDIDATE\x10\x02\x12\x12\n\x0eROLE_CANDIDATE\x10\x03\x12\x0f\n\x0bROLE_LEADER\x10\x04*\x84\x01\n\rProgressState\x12\x1e\n\x1aPROGRESS_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROGRESS_STATE_PROBE\x10\x01\x12\x1c\n\x18PROGRESS_STATE_REPLICATE\x10\x02\x12\x1b\n\x17PROGRESS_STATE_SNAPSHOT\x10\x03\x32\xa1\x01\n\x05\x41\x64min\x12?\n\x06Status\x12\x19.hongbao.v1.StatusRequest\x1a\x1a.hongbao.v1.StatusResponse\x12W\n\x0eTransferLeader\x12!.hongbao.v1.TransferLeaderRequest\x1a\".hongbao.v1.TransferLeaderResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16hongbao/v1/admin.proto\x12\nhongbao.v1\"k\n\x0cRegionStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.hongbao.v1.RegionState\x12\x10\n\x08since_ms\x18\x03 \x01(\x03\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x04 \x01(\x03\"+\n\x13\x43lusterStateRequest\x12\x14\n\x0clinearizable\x18\x01 \x01(\x08\"\xb0\x01\n\x14\x43lusterStateResponse\x12\x12\n\ncluster_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12)\n\x07regions\x18\x03 \x03(\x0b\x32\x18.hongbao.v1.RegionStatus\x12\x1b\n\x13meta_leader_node_id\x18\x04 \x01(\x04\x12\x1b\n\x13\x61nswered_by_node_id\x18\x05 \x01(\x04\x12\x0e\n\x06\x61ge_ms\x18\x06 \x01(\x03\"~\n\x15SetRegionStateRequest\x12\x0e\n\x06region\x18\x01 \x01(\t\x12&\n\x05state\x18\x02 \x01(\x0e\x32\x17.hongbao.v1.RegionState\x12\x18\n\x10\x65xpected_version\x18\x03 \x01(\x04\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x04 \x01(\x03\"\x11\n\x0fTopologyRequest\"D\n\x10TopologyResponse\x12\x0c\n\x04toml\x18\x01 \x01(\t\x12\x12\n\ncluster_id\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\"%\n\x11ShardAuditRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\r\"\x81\x02\n\x12ShardAuditResponse\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x15\n\rapplied_index\x18\x02 \x01(\x04\x12\x14\n\x0c\x62\x61lances_fen\x18\x03 \x01(\x03\x12\x12\n\nescrow_fen\x18\x04 \x01(\x03\x12\x14\n\x0c\x64\x65posits_fen\x18\x05 \x01(\x03\x12\x17\n\x0fwithdrawals_fen\x18\x06 \x01(\x03\x12\x16\n\x0eoutbox_entries\x18\x07 \x01(\x04\x12\x12\n\noutbox_fen\x18\x08 \x01(\x03\x12\x10\n\x08\x61\x63\x63ounts\x18\t \x01(\x04\x12\x19\n\x11negative_balances\x18\n \x01(\x04\x12\x10\n\x08problems\x18\x0b \x03(\t\"\"\n\rStatusRequest\x12\x11\n\tshard_ids\x18\x01 \x03(\r\"\xb2\x02\n\x0eStatusResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x0e\n\x06region\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\x12\x15\n\rstarted_at_ms\x18\x04 \x01(\x03\x12\x0e\n\x06now_ms\x18\x05 \x01(\x03\x12\x0f\n\x07version\x18\x06 \x01(\t\x12\'\n\x06shards\x18\x07 \x03(\x0b\x32\x17.hongbao.v1.ShardStatus\x12\x12\n\ncluster_id\x18\x08 \x01(\t\x12-\n\x0cregion_state\x18\t \x01(\x0e\x32\x17.hongbao.v1.RegionState\x12\x1d\n\x15\x63luster_state_version\x18\n \x01(\x04\x12+\n\nmeta_group\x18\x0b \x01(\x0b\x32\x17.hongbao.v1.ShardStatus\"\xe8\x02\n\x0bShardStatus\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x1e\n\x04role\x18\x02 \x01(\x0e\x32\x10.hongbao.v1.Role\x12\x0c\n\x04term\x18\x03 \x01(\x04\x12\x16\n\x0eleader_node_id\x18\x04 \x01(\x04\x12\x14\n\x0c\x63ommit_index\x18\x05 \x01(\x04\x12\x15\n\rapplied_index\x18\x06 \x01(\x04\x12\x12\n\nlast_index\x18\x07 \x01(\x04\x12\x16\n\x0esnapshot_index\x18\x08 \x01(\x04\x12\x19\n\x11\x61pply_lag_entries\x18\t \x01(\x04\x12\x1b\n\x13log_lag_entries_max\x18\n \x01(\x04\x12\x0e\n\x06voters\x18\x0b \x03(\x04\x12\x10\n\x08learners\x18\x0c \x03(\x04\x12\x1f\n\x17lead_transferee_node_id\x18\r \x01(\x04\x12-\n\x08progress\x18\x0e \x03(\x0b\x32\x1b.hongbao.v1.ReplicaProgress\"\xb2\x01\n\x0fReplicaProgress\x12\x0f\n\x07node_id\x18\x01 \x01(\x04\x12\x13\n\x0bmatch_index\x18\x02 \x01(\x04\x12\x12\n\nnext_index\x18\x03 \x01(\x04\x12\x13\n\x0blag_entries\x18\x04 \x01(\x04\x12(\n\x05state\x18\x05 \x01(\x0e\x32\x19.hongbao.v1.ProgressState\x12\x15\n\rrecent_active\x18\x06 \x01(\x08\x12\x0f\n\x07learner\x18\x07 \x01(\x08\"R\n\x15TransferLeaderRequest\x12\x10\n\x08shard_id\x18\x01 \x01(\r\x12\x16\n\x0etarget_node_id\x18\x02 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x03 \x01(\r\">\n\x16TransferLeaderResponse\x12\x16\n\x0eleader_node_id\x18\x01 \x01(\x04\x12\x0c\n\x04term\x18\x02 \x01(\x04*y\n\x0bRegionState\x12\x1c\n\x18REGION_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13REGION_STATE_ACTIVE\x10\x01\x12\x19\n\x15REGION_STATE_DRAINING\x10\x02\x12\x18\n\x14REGION_STATE_DRAINED\x10\x03*l\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x11\n\rROLE_FOLLOWER\x10\x01\x12\x16\n\x12ROLE_PRE_CANDIDATE\x10\x02\x12\x12\n\x0eROLE_CANDIDATE\x10\x03\x12\x0f\n\x0bROLE_LEADER\x10\x04*\x84\x01\n\rProgressState\x12\x1e\n\x1aPROGRESS_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14PROGRESS_STATE_PROBE\x10\x01\x12\x1c\n\x18PROGRESS_STATE_REPLICATE\x10\x02\x12\x1b\n\x17PROGRESS_STATE_SNAPSHOT\x10\x03\x32\xdf\x03\n\x05\x41\x64min\x12?\n\x06Status\x12\x19.hongbao.v1.StatusRequest\x1a\x1a.hongbao.v1.StatusResponse\x12W\n\x0eTransferLeader\x12!.hongbao.v1.TransferLeaderRequest\x1a\".hongbao.v1.TransferLeaderResponse\x12Q\n\x0c\x43lusterState\x12\x1f.hongbao.v1.ClusterStateRequest\x1a .hongbao.v1.ClusterStateResponse\x12U\n\x0eSetRegionState\x12!.hongbao.v1.SetRegionStateRequest\x1a .hongbao.v1.ClusterStateResponse\x12\x45\n\x08Topology\x12\x1b.hongbao.v1.TopologyRequest\x1a\x1c.hongbao.v1.TopologyResponse\x12K\n\nShardAudit\x12\x1d.hongbao.v1.ShardAuditRequest\x1a\x1e.hongbao.v1.ShardAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'hongbao.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=932
-  _globals['_ROLE']._serialized_end=1040
-  _globals['_PROGRESSSTATE']._serialized_start=1043
-  _globals['_PROGRESSSTATE']._serialized_end=1175
-  _globals['_STATUSREQUEST']._serialized_start=38
-  _globals['_STATUSREQUEST']._serialized_end=72
-  _globals['_STATUSRESPONSE']._serialized_start=75
-  _globals['_STATUSRESPONSE']._serialized_end=238
-  _globals['_SHARDSTATUS']._serialized_start=241
-  _globals['_SHARDSTATUS']._serialized_end=601
-  _globals['_REPLICAPROGRESS']._serialized_start=604
-  _globals['_REPLICAPROGRESS']._serialized_end=782
-  _globals['_TRANSFERLEADERREQUEST']._serialized_start=784
-  _globals['_TRANSFERLEADERREQUEST']._serialized_end=866
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=868
-  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=930
-  _globals['_ADMIN']._serialized_start=1178
-  _globals['_ADMIN']._serialized_end=1339
+  _globals['_REGIONSTATE']._serialized_start=1924
+  _globals['_REGIONSTATE']._serialized_end=2045
+  _globals['_ROLE']._serialized_start=2047
+  _globals['_ROLE']._serialized_end=2155
+  _globals['_PROGRESSSTATE']._serialized_start=2158
+  _globals['_PROGRESSSTATE']._serialized_end=2290
+  _globals['_REGIONSTATUS']._serialized_start=38
+  _globals['_REGIONSTATUS']._serialized_end=145
+  _globals['_CLUSTERSTATEREQUEST']._serialized_start=147
+  _globals['_CLUSTERSTATEREQUEST']._serialized_end=190
+  _globals['_CLUSTERSTATERESPONSE']._serialized_start=193
+  _globals['_CLUSTERSTATERESPONSE']._serialized_end=369
+  _globals['_SETREGIONSTATEREQUEST']._serialized_start=371
+  _globals['_SETREGIONSTATEREQUEST']._serialized_end=497
+  _globals['_TOPOLOGYREQUEST']._serialized_start=499
+  _globals['_TOPOLOGYREQUEST']._serialized_end=516
+  _globals['_TOPOLOGYRESPONSE']._serialized_start=518
+  _globals['_TOPOLOGYRESPONSE']._serialized_end=586
+  _globals['_SHARDAUDITREQUEST']._serialized_start=588
+  _globals['_SHARDAUDITREQUEST']._serialized_end=625
+  _globals['_SHARDAUDITRESPONSE']._serialized_start=628
+  _globals['_SHARDAUDITRESPONSE']._serialized_end=885
+  _globals['_STATUSREQUEST']._serialized_start=887
+  _globals['_STATUSREQUEST']._serialized_end=921
+  _globals['_STATUSRESPONSE']._serialized_start=924
+  _globals['_STATUSRESPONSE']._serialized_end=1230
+  _globals['_SHARDSTATUS']._serialized_start=1233
+  _globals['_SHARDSTATUS']._serialized_end=1593
+  _globals['_REPLICAPROGRESS']._serialized_start=1596
+  _globals['_REPLICAPROGRESS']._serialized_end=1774
+  _globals['_TRANSFERLEADERREQUEST']._serialized_start=1776
+  _globals['_TRANSFERLEADERREQUEST']._serialized_end=1858
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_start=1860
+  _globals['_TRANSFERLEADERRESPONSE']._serialized_end=1922
+  _globals['_ADMIN']._serialized_start=2293
+  _globals['_ADMIN']._serialized_end=2772
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,26 @@ class AdminStub:
                 request_serializer=hongbao_dot_v1_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
                 response_deserializer=hongbao_dot_v1_dot_admin__pb2.TransferLeaderResponse.FromString,
                 _registered_method=True)
+        self.ClusterState = channel.unary_unary(
+                '/hongbao.v1.Admin/ClusterState',
+                request_serializer=hongbao_dot_v1_dot_admin__pb2.ClusterStateRequest.SerializeToString,
+                response_deserializer=hongbao_dot_v1_dot_admin__pb2.ClusterStateResponse.FromString,
+                _registered_method=True)
+        self.SetRegionState = channel.unary_unary(
+                '/hongbao.v1.Admin/SetRegionState',
+                request_serializer=hongbao_dot_v1_dot_admin__pb2.SetRegionStateRequest.SerializeToString,
+                response_deserializer=hongbao_dot_v1_dot_admin__pb2.ClusterStateResponse.FromString,
+                _registered_method=True)
+        self.Topology = channel.unary_unary(
+                '/hongbao.v1.Admin/Topology',
+                request_serializer=hongbao_dot_v1_dot_admin__pb2.TopologyRequest.SerializeToString,
+                response_deserializer=hongbao_dot_v1_dot_admin__pb2.TopologyResponse.FromString,
+                _registered_method=True)
+        self.ShardAudit = channel.unary_unary(
+                '/hongbao.v1.Admin/ShardAudit',
+                request_serializer=hongbao_dot_v1_dot_admin__pb2.ShardAuditRequest.SerializeToString,
+                response_deserializer=hongbao_dot_v1_dot_admin__pb2.ShardAuditResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServicer:
@@ -68,6 +88,40 @@ class AdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ClusterState(self, request, context):
+        """The replicated cluster state (the meta group): cluster id, each region's operator
+        state, and the version that changes with every update. Any node or router answers:
+        a meta replica from its applied state (linearizable = true: through the meta
+        leader's ReadIndex), any other process from its last poll of a meta replica.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetRegionState(self, request, context):
+        """Proposes a region's new operator state to the meta group (NOT_LEADER with a hint on
+        a meta follower; FAILED_PRECONDITION when expected_version is set and differs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Topology(self, request, context):
+        """The topology (TOML text) this process runs with, so a status or an audit can start
+        from any one address.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShardAudit(self, request, context):
+        """The money totals of one shard, read by its leader after a ReadIndex barrier: what
+        `hongbao audit` adds up across shards once every outbox has drained.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +134,26 @@ def add_AdminServicer_to_server(servicer, server):
                     servicer.TransferLeader,
                     request_deserializer=hongbao_dot_v1_dot_admin__pb2.TransferLeaderRequest.FromString,
                     response_serializer=hongbao_dot_v1_dot_admin__pb2.TransferLeaderResponse.SerializeToString,
+            ),
+            'ClusterState': grpc.unary_unary_rpc_method_handler(
+                    servicer.ClusterState,
+                    request_deserializer=hongbao_dot_v1_dot_admin__pb2.ClusterStateRequest.FromString,
+                    response_serializer=hongbao_dot_v1_dot_admin__pb2.ClusterStateResponse.SerializeToString,
+            ),
+            'SetRegionState': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRegionState,
+                    request_deserializer=hongbao_dot_v1_dot_admin__pb2.SetRegionStateRequest.FromString,
+                    response_serializer=hongbao_dot_v1_dot_admin__pb2.ClusterStateResponse.SerializeToString,
+            ),
+            'Topology': grpc.unary_unary_rpc_method_handler(
+                    servicer.Topology,
+                    request_deserializer=hongbao_dot_v1_dot_admin__pb2.TopologyRequest.FromString,
+                    response_serializer=hongbao_dot_v1_dot_admin__pb2.TopologyResponse.SerializeToString,
+            ),
+            'ShardAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShardAudit,
+                    request_deserializer=hongbao_dot_v1_dot_admin__pb2.ShardAuditRequest.FromString,
+                    response_serializer=hongbao_dot_v1_dot_admin__pb2.ShardAuditResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +211,114 @@ class Admin:
             '/hongbao.v1.Admin/TransferLeader',
             hongbao_dot_v1_dot_admin__pb2.TransferLeaderRequest.SerializeToString,
             hongbao_dot_v1_dot_admin__pb2.TransferLeaderResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ClusterState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hongbao.v1.Admin/ClusterState',
+            hongbao_dot_v1_dot_admin__pb2.ClusterStateRequest.SerializeToString,
+            hongbao_dot_v1_dot_admin__pb2.ClusterStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRegionState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hongbao.v1.Admin/SetRegionState',
+            hongbao_dot_v1_dot_admin__pb2.SetRegionStateRequest.SerializeToString,
+            hongbao_dot_v1_dot_admin__pb2.ClusterStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Topology(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hongbao.v1.Admin/Topology',
+            hongbao_dot_v1_dot_admin__pb2.TopologyRequest.SerializeToString,
+            hongbao_dot_v1_dot_admin__pb2.TopologyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShardAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hongbao.v1.Admin/ShardAudit',
+            hongbao_dot_v1_dot_admin__pb2.ShardAuditRequest.SerializeToString,
+            hongbao_dot_v1_dot_admin__pb2.ShardAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

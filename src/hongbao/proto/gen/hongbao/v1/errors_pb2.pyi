@@ -26,6 +26,8 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DAILY_LIMIT_EXCEEDED: _ClassVar[ErrorReason]
     REQUEST_ID_REUSED: _ClassVar[ErrorReason]
     NOT_FOUND: _ClassVar[ErrorReason]
+    CLUSTER_MISMATCH: _ClassVar[ErrorReason]
+    REQUEST_FENCED: _ClassVar[ErrorReason]
     INTERNAL: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 NOT_LEADER: ErrorReason
@@ -45,6 +47,8 @@ ALREADY_GRABBED: ErrorReason
 DAILY_LIMIT_EXCEEDED: ErrorReason
 REQUEST_ID_REUSED: ErrorReason
 NOT_FOUND: ErrorReason
+CLUSTER_MISMATCH: ErrorReason
+REQUEST_FENCED: ErrorReason
 INTERNAL: ErrorReason
 
 class LeaderHint(_message.Message):

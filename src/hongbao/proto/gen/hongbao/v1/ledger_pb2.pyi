@@ -8,6 +8,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class RequestOutcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    REQUEST_OUTCOME_UNSPECIFIED: _ClassVar[RequestOutcome]
+    REQUEST_OUTCOME_APPLIED: _ClassVar[RequestOutcome]
+    REQUEST_OUTCOME_NOT_APPLIED: _ClassVar[RequestOutcome]
+
 class PostingKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     POSTING_KIND_UNSPECIFIED: _ClassVar[PostingKind]
@@ -32,6 +38,9 @@ class EnvelopeState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ENVELOPE_STATE_OPEN: _ClassVar[EnvelopeState]
     ENVELOPE_STATE_EMPTY: _ClassVar[EnvelopeState]
     ENVELOPE_STATE_EXPIRED: _ClassVar[EnvelopeState]
+REQUEST_OUTCOME_UNSPECIFIED: RequestOutcome
+REQUEST_OUTCOME_APPLIED: RequestOutcome
+REQUEST_OUTCOME_NOT_APPLIED: RequestOutcome
 POSTING_KIND_UNSPECIFIED: PostingKind
 POSTING_KIND_DEPOSIT: PostingKind
 POSTING_KIND_WITHDRAW: PostingKind
@@ -120,20 +129,40 @@ class BalanceResponse(_message.Message):
     def __init__(self, balance_fen: _Optional[int] = ..., frozen: _Optional[bool] = ..., daily_outgoing_fen: _Optional[int] = ...) -> None: ...
 
 class HistoryRequest(_message.Message):
-    __slots__ = ("user_id", "limit", "stale_ok")
+    __slots__ = ("user_id", "limit", "stale_ok", "page_token")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     STALE_OK_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     limit: int
     stale_ok: bool
-    def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ..., stale_ok: _Optional[bool] = ...) -> None: ...
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., limit: _Optional[int] = ..., stale_ok: _Optional[bool] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class HistoryResponse(_message.Message):
-    __slots__ = ("postings",)
+    __slots__ = ("postings", "next_page_token")
     POSTINGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     postings: _containers.RepeatedCompositeFieldContainer[Posting]
-    def __init__(self, postings: _Optional[_Iterable[_Union[Posting, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    def __init__(self, postings: _Optional[_Iterable[_Union[Posting, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class RequestStatusRequest(_message.Message):
+    __slots__ = ("request_id", "user_id")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    user_id: str
+    def __init__(self, request_id: _Optional[str] = ..., user_id: _Optional[str] = ...) -> None: ...
+
+class RequestStatusResponse(_message.Message):
+    __slots__ = ("outcome", "result")
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    outcome: RequestOutcome
+    result: OperationResult
+    def __init__(self, outcome: _Optional[_Union[RequestOutcome, str]] = ..., result: _Optional[_Union[OperationResult, _Mapping]] = ...) -> None: ...
 
 class Posting(_message.Message):
     __slots__ = ("seq", "ts_ms", "kind", "amount_fen", "balance_fen", "counterparty", "ref")

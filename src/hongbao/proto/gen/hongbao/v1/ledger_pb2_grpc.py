@@ -70,6 +70,11 @@ class WalletStub:
                 request_serializer=hongbao_dot_v1_dot_ledger__pb2.UnfreezeRequest.SerializeToString,
                 response_deserializer=hongbao_dot_v1_dot_ledger__pb2.UnfreezeResponse.FromString,
                 _registered_method=True)
+        self.RequestStatus = channel.unary_unary(
+                '/hongbao.v1.Wallet/RequestStatus',
+                request_serializer=hongbao_dot_v1_dot_ledger__pb2.RequestStatusRequest.SerializeToString,
+                response_deserializer=hongbao_dot_v1_dot_ledger__pb2.RequestStatusResponse.FromString,
+                _registered_method=True)
 
 
 class WalletServicer:
@@ -121,6 +126,17 @@ class WalletServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestStatus(self, request, context):
+        """What became of a request whose reply was lost, by its request id, on the shard of
+        user_id (the user the request was about: the sender of a transfer or an envelope,
+        the grabber's envelope's sender for a grab). Goes through the log: an id not applied
+        is fenced in the same step, so a late retry of it is refused (REQUEST_FENCED) and the
+        answer NOT_APPLIED stays true. UNAVAILABLE while the shard has no leader (unknown).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_WalletServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -158,6 +174,11 @@ def add_WalletServicer_to_server(servicer, server):
                     servicer.Unfreeze,
                     request_deserializer=hongbao_dot_v1_dot_ledger__pb2.UnfreezeRequest.FromString,
                     response_serializer=hongbao_dot_v1_dot_ledger__pb2.UnfreezeResponse.SerializeToString,
+            ),
+            'RequestStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestStatus,
+                    request_deserializer=hongbao_dot_v1_dot_ledger__pb2.RequestStatusRequest.FromString,
+                    response_serializer=hongbao_dot_v1_dot_ledger__pb2.RequestStatusResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -350,6 +371,33 @@ class Wallet:
             '/hongbao.v1.Wallet/Unfreeze',
             hongbao_dot_v1_dot_ledger__pb2.UnfreezeRequest.SerializeToString,
             hongbao_dot_v1_dot_ledger__pb2.UnfreezeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/hongbao.v1.Wallet/RequestStatus',
+            hongbao_dot_v1_dot_ledger__pb2.RequestStatusRequest.SerializeToString,
+            hongbao_dot_v1_dot_ledger__pb2.RequestStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,7 +1,7 @@
 """Operating a running cluster: detached node processes, their status, waiting for leaders.
 
 Rules of this module: ``hongbao cluster up`` must leave the nodes running after the CLI
-exits, so unlike :class:`~hongbao.localcluster.LocalCluster` (which keeps its nodes as
+exits, so unlike :class:`~hongbao.ops.local.LocalCluster` (which keeps its nodes as
 children and ends them with itself) the nodes here are spawned detached, in their own
 session, with a pid file and a log per node in the data directory. A pid file is trusted
 only while the process it names is alive *and* is the node it claims to be (its command
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import grpc
 
-from hongbao.client import ClientOptions, HongbaoClient
-from hongbao.localcluster import insecure_args, wait_until
+from hongbao.client.sdk import ClientOptions, HongbaoClient
+from hongbao.config.topology import NodeSpec, Topology, load_topology
+from hongbao.ops.local import insecure_args, wait_until
 from hongbao.proto.gen.hongbao.v1 import admin_pb2
-from hongbao.topology import NodeSpec, Topology, load_topology
 
 READY_TIMEOUT_S = 30.0
 LEADERS_TIMEOUT_S = 30.0

@@ -19,7 +19,7 @@ import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from hongbao.topology import Topology, load_topology
+from hongbao.config.topology import Topology, load_topology
 
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
@@ -53,17 +53,18 @@ def write_topology(
 ) -> Path:
     """Copy ``template`` to ``path`` with fresh 127.0.0.1 ports and top-level overrides.
 
-    A relative ``certs_dir`` is made absolute, so the copy names the template's certificates.
+    Nodes first, then ``[[routers]]`` (``ports`` covers both, in that order). A relative
+    ``certs_dir`` is made absolute, so the copy names the template's certificates.
     """
     data = tomllib.loads(template.read_text())
     certs_dir = data.get("certs_dir")
     if isinstance(certs_dir, str):
         data["certs_dir"] = str((template.resolve().parent / certs_dir).resolve())
-    nodes = data["nodes"]
-    chosen = list(ports) if ports is not None else free_ports(len(nodes))
-    for node, port in zip(nodes, chosen, strict=True):
-        node["host"] = "127.0.0.1"
-        node["port"] = port
+    listeners = [*data["nodes"], *data.get("routers", [])]
+    chosen = list(ports) if ports is not None else free_ports(len(listeners))
+    for listener, port in zip(listeners, chosen, strict=True):
+        listener["host"] = "127.0.0.1"
+        listener["port"] = port
     data.update(overrides or {})
     path.write_text(_to_toml(data))
     return path

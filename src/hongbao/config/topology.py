@@ -31,9 +31,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import NewType, NoReturn, TypeGuard, final
+from typing import NewType, final
 
 from hongbao._invariant import invariant
+from hongbao.config._readers import (
+    _int,
+    _is_int,
+    _optional_table,
+    _Problem,
+    _reject_unknown_keys,
+    _str,
+    _tables,
+    _type_name,
+)
+from hongbao.config.routers import RouterSettings, RouterSpec, parse_router_settings, parse_routers
 from hongbao.ledger.limits import Limits, limits_problem
 from hongbao.node.runtime_limits import RUNTIME_LIMIT_RANGES, RuntimeLimits, runtime_limits_problem
 from hongbao.raft.types import NodeId
@@ -51,8 +62,11 @@ TIMING_DEFAULTS: Mapping[str, int] = MappingProxyType(
 _LIMIT_KEYS = frozenset(field.name for field in fields(Limits))
 _TOP_KEYS = frozenset(
     {"shard_count", "replication_factor", "timing", "limits", "regions", "nodes", "shards",
-     "tls", "certs_dir", "runtime"}
+     "tls", "certs_dir", "runtime", "routers", "router", "cluster_id"}
 )  # fmt: skip
+
+META_GROUP_ID = ShardId(SHARD_COUNT_MAX)
+"""The meta group's Raft group id: past every ledger shard id, so it never collides."""
 
 
 class TopologyError(ValueError):
@@ -61,15 +75,6 @@ class TopologyError(ValueError):
     def __init__(self, source: str, where: str, problem: str) -> None:
         super().__init__(f"{source}: {where}: {problem}")
         self.source = source
-        self.where = where
-        self.problem = problem
-
-
-class _Problem(Exception):
-    """Raised inside the parser; :func:`parse_topology` adds the source name."""
-
-    def __init__(self, where: str, problem: str) -> None:
-        super().__init__(where, problem)
         self.where = where
         self.problem = problem
 
@@ -129,6 +134,36 @@ class Topology:
     certs_dir: str | None = None
     # Each node runtime's bounds and snapshot cadence ([runtime]; node run flags override).
     runtime: RuntimeLimits = field(default_factory=RuntimeLimits)
+    # One or more routers per region ([[routers]]; empty when the file has none) and the
+    # thresholds they all apply ([router]).
+    routers: tuple[RouterSpec, ...] = ()
+    router: RouterSettings = field(default_factory=RouterSettings)
+    # The file's cluster_id; empty: derived from the cluster's shape (node.server).
+    cluster_id: str = ""
+
+    # -- the meta group: a replica on the first node (lowest id) of every region --------
+
+    @property
+    def meta_replicas(self) -> tuple[NodeId, ...]:
+        """Where the meta group lives; ``meta_replicas[0]`` (first region) is its home."""
+        return tuple(min(n.node_id for n in self.nodes_in(r.name)) for r in self.regions)
+
+    def groups_on(self, node_id: int) -> tuple[ShardId, ...]:
+        """Every Raft group with a replica on ``node_id``: its shards, then the meta group."""
+        shards = self.shards_on(node_id)
+        return (*shards, META_GROUP_ID) if node_id in self.meta_replicas else shards
+
+    def routers_in(self, region: str) -> tuple[RouterSpec, ...]:
+        return tuple(r for r in self.routers if r.region == region)
+
+    def router_spec(self, router_id: int) -> RouterSpec:
+        for spec in self.routers:
+            if spec.router_id == router_id:
+                return spec
+        raise KeyError(f"no router {router_id} in the topology")
+
+    def region_of(self, node_id: int) -> str:
+        return self.node(node_id).region
 
     def node(self, node_id: int) -> NodeSpec:
         for spec in self.nodes:
@@ -144,10 +179,14 @@ class Topology:
         return placement
 
     def replicas_of(self, shard_id: int) -> tuple[NodeId, ...]:
+        if shard_id == META_GROUP_ID:
+            return self.meta_replicas
         return self.placement(shard_id).replicas
 
     def home_leader_of(self, shard_id: int) -> NodeId:
         """The replica of ``shard_id`` in its home region: the leader when all is well."""
+        if shard_id == META_GROUP_ID:
+            return self.meta_replicas[0]
         placement = self.placement(shard_id)
         homes = [n for n in placement.replicas if self.node(n).region == placement.home_region]
         invariant(len(homes) == 1, f"shard {shard_id} has {len(homes)} home replicas")
@@ -220,7 +259,19 @@ def _parse(data: Mapping[str, object]) -> Topology:
         tls=_parse_tls(data, nodes),
         certs_dir=_parse_certs_dir(data),
         runtime=_parse_runtime(data),
+        routers=parse_routers(data, region_names, {n.address: f"node {n.node_id}" for n in nodes}),
+        router=parse_router_settings(data),
+        cluster_id=_parse_cluster_id(data),
     )
+
+
+def _parse_cluster_id(data: Mapping[str, object]) -> str:
+    value = data.get("cluster_id", "")
+    if not isinstance(value, str) or (value and not value.replace("-", "").isalnum()):
+        raise _Problem("cluster_id", f"must be letters, digits and '-', not {value!r}")
+    if len(value) > 64:
+        raise _Problem("cluster_id", f"{len(value)} characters: at most 64")
+    return value
 
 
 def is_loopback_host(host: str) -> bool:
@@ -428,85 +479,3 @@ def compute_placement(
         )
         for shard in range(shard_count)
     )
-
-
-# -- small typed readers -------------------------------------------------------------------
-
-
-def _is_int(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool)  # TOML true is not 1
-
-
-_TYPE_NAMES = {bool: "a boolean", int: "an integer", str: "a string", list: "an array",
-               dict: "a table", float: "a float"}  # fmt: skip
-
-
-def _type_name(value: object) -> str:
-    return _TYPE_NAMES.get(type(value), type(value).__name__)
-
-
-def _reject_unknown_keys(table: Mapping[str, object], allowed: frozenset[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise _Problem(
-            where, f"unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})"
-        )
-
-
-def _int(
-    table: Mapping[str, object],
-    key: str,
-    where: str,
-    *,
-    minimum: int,
-    maximum: int | None = None,
-    default: int | None = None,
-) -> int:
-    value = table.get(key, default)
-    if value is None:
-        _missing(where, key)
-    place = f"{where}.{key}" if where != "top level" else key
-    if not _is_int(value):
-        raise _Problem(place, f"must be an integer, not {_type_name(value)} ({value!r})")
-    if value < minimum or (maximum is not None and value > maximum):
-        bound = f"in {minimum}..{maximum}" if maximum is not None else f">= {minimum}"
-        raise _Problem(place, f"{value} must be {bound}")
-    return value
-
-
-def _str(table: Mapping[str, object], key: str, where: str) -> str:
-    value = table.get(key)
-    if value is None:
-        _missing(where, key)
-    if not isinstance(value, str):
-        raise _Problem(f"{where}.{key}", f"must be a string, not {_type_name(value)} ({value!r})")
-    if not value.strip():
-        raise _Problem(f"{where}.{key}", "must not be empty")
-    return value
-
-
-def _tables(data: Mapping[str, object], key: str, *, required: bool) -> list[Mapping[str, object]]:
-    value = data.get(key)
-    if value is None:
-        if required:
-            _missing("top level", f"[[{key}]]")
-        return []
-    if not isinstance(value, list) or not value:
-        raise _Problem(
-            key, f"must be a non-empty array of tables ([[{key}]]), not {_type_name(value)}"
-        )
-    for position, item in enumerate(value):
-        if not isinstance(item, dict):
-            raise _Problem(f"{key}[{position}]", f"must be a table, not {_type_name(item)}")
-    return value
-
-
-def _optional_table(data: Mapping[str, object], key: str) -> Mapping[str, object]:
-    value = data.get(key, {})
-    if not isinstance(value, dict):
-        raise _Problem(key, f"must be a table ([{key}]), not {_type_name(value)}")
-    return value
-
-
-def _missing(where: str, key: str) -> NoReturn:
-    raise _Problem(where, f"missing key {key!r}")

@@ -1,14 +1,14 @@
 """The real demo: three cities on this machine, one of them goes dark, the money keeps moving.
 
 Rules of this module: it tells one story on a real cluster (three ``hongbao node run``
-processes from :class:`~hongbao.localcluster.LocalCluster`, one per city, fsync on, fresh
+processes from :class:`~hongbao.ops.local.LocalCluster`, one per city, fsync on, fresh
 127.0.0.1 ports, a temporary directory), through the same smart client every user has.
 Each step prints one readable line. Every wait is a condition with a deadline; the
 cluster is killed and the directory removed on every exit path, Ctrl-C included (the
 caller owns that, see :func:`run_live_demo`). The story ends with two audits: the
 client's (sum of the demo's balances + envelope escrow == deposits - withdrawals, read
 linearizably once the cluster is idle) and the offline one over every replica's LMDB
-(:func:`hongbao.audit_cluster.audit_cluster`: conservation to the fen including money in
+(:func:`hongbao.ops.audit.audit_cluster`: conservation to the fen including money in
 flight, replicas identical, journals replayed).
 """
 
@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
-from hongbao.audit_cluster import audit_cluster
-from hongbao.client import ClientOptions, HongbaoClient
-from hongbao.cluster_ops import (
+from hongbao.client.sdk import ClientOptions, HongbaoClient
+from hongbao.node.errors import ErrorReason, HongbaoError
+from hongbao.ops.audit import audit_cluster
+from hongbao.ops.cluster import (
     ClusterOpsError,
     cluster_status,
     move_leaders_home,
     wait_for_leaders,
     wait_for_quiet,
 )
-from hongbao.localcluster import LocalCluster, write_topology
-from hongbao.node.errors import ErrorReason, HongbaoError
+from hongbao.ops.local import LocalCluster, write_topology
 
 T = TypeVar("T")
 

@@ -32,9 +32,9 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from hongbao.client import HongbaoClient
-from hongbao.cluster_ops import wait_for_quiet
+from hongbao.client.sdk import HongbaoClient
 from hongbao.node.errors import HongbaoError, error_from_proto
+from hongbao.ops.cluster import wait_for_quiet
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
 MIXES = ("deposit", "transfer", "envelope", "mixed")

@@ -20,8 +20,9 @@ from typing import TypeVar
 import grpc
 from google.protobuf.message import Message as ProtoMessage
 
-from hongbao.channel_options import channel_options, open_channel
+from hongbao.config.topology import Topology
 from hongbao.ledger.sharding import parse_envelope_id, shard_for_user
+from hongbao.net.channels import channel_options, open_channel
 from hongbao.node.errors import (
     ErrorReason,
     HongbaoError,
@@ -33,7 +34,6 @@ from hongbao.node.errors import (
 )
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2, ledger_pb2_grpc
 from hongbao.security.tls import ClientCredentials, client_credentials
-from hongbao.topology import Topology
 
 Response = TypeVar("Response", bound=ProtoMessage)
 BACKOFF_S_MIN = 0.02

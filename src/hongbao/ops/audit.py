@@ -33,12 +33,12 @@ from typing import Final
 
 import lmdb
 
+from hongbao.config.topology import Topology
 from hongbao.ledger import machine
 from hongbao.ledger.audit import AuditReport, audit
 from hongbao.ledger.snapshot import state_digest, table_digests
 from hongbao.ledger.store import LedgerStore, Table, iterate
 from hongbao.node.storage import LmdbLedgerStore
-from hongbao.topology import Topology
 
 _MAP_SIZE_BYTES: Final = 64 << 30  # as the nodes open it (address space only)
 _TABLES_MAX: Final = 32

@@ -1,0 +1,1 @@
+"""``hongbao bench``: throughput and latency of ledger operations, through routers or nodes."""

@@ -1,0 +1,1 @@
+"""Configuration: the topology file (regions, nodes, routers, shards, timing, limits)."""

@@ -1,0 +1,1 @@
+"""``hongbao demo``: the red-envelope story told on a live local cluster."""

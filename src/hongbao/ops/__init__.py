@@ -1,0 +1,1 @@
+"""Operating a cluster: processes, status, leadership moves, region drains, audits."""
