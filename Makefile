@@ -38,6 +38,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/lmdb_group_commit.py
 	$(PY) benchmarks/idle_cost.py
 	$(VENV)/bin/hongbao bench --local --runs 3 --duration-s 10
+	$(PY) benchmarks/router_cost.py --duration-s 5 --runs 3
+	$(PY) benchmarks/router_cpu.py --ops 1000 --runs 3
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests

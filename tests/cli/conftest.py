@@ -51,6 +51,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     path = write_topology(directory / "topology.toml", template=TEMPLATE)
     with LocalCluster(path, directory / "data", no_fsync=True) as cluster:
         cluster.start()
+        cluster.start_routers()  # the CLI's clients go through them (configs/local.toml)
         asyncio.run(_leaders(cluster))
         yield path
         cluster.stop_all()

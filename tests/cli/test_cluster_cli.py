@@ -29,6 +29,10 @@ def test_up_status_down_leaves_no_process(topology_path: Path, tmp_path: Path) -
         report = json.loads(up.stdout)
         started = [p["pid"] for p in report["started"]]
         assert len(started) == 3
+        routers = [p["pid"] for p in report["routers"]]
+        assert [p["router_id"] for p in report["routers"]] == [1, 2, 3]  # one per region
+        assert all(pid_alive(pid) for pid in routers)
+        started += routers
         assert report["status"]["leaderless_shards"] == []
         assert all(pid_alive(pid) for pid in started)  # they outlived the CLI process
 
@@ -44,16 +48,18 @@ def test_up_status_down_leaves_no_process(topology_path: Path, tmp_path: Path) -
         table = hongbao("cluster", "status", *config)
         assert "shenzhen" in table.stdout
         assert "every shard has a leader" in table.stdout
+        assert "anomalies: none" in table.stdout
 
         killed = hongbao("node", "kill", "--node", "1", "--data-dir", str(data_dir))
         assert killed.returncode == 0, killed.stderr
         assert not pid_alive(started[0])
+        routers = list(started[3:])
         after = json.loads(hongbao("cluster", "status", *config, "--json").stdout)
         assert [n["up"] for n in after["nodes"]] == [False, True, True]
         restarted = hongbao("node", "start", "--node", "1", *config, "--data-dir", str(data_dir),
                             "--no-fsync")  # fmt: skip
         assert restarted.returncode == 0, restarted.stderr
-        started = pids(data_dir)
+        started = pids(data_dir) + routers
         # Node 1's shards were led elsewhere while it was down; balance brings them home.
         balanced = hongbao("cluster", "balance", *config, "--json")
         assert balanced.returncode == 0, balanced.stderr
@@ -61,11 +67,14 @@ def test_up_status_down_leaves_no_process(topology_path: Path, tmp_path: Path) -
         assert [sorted(n["shards_led"]) for n in home] == [
             [0, 3, 6, 9], [1, 4, 7, 10], [2, 5, 8, 11]
         ]
-        assert {0, 3, 6, 9} <= set(json.loads(balanced.stdout)["moved_shards"])
+        # Which shards moved depends on timing (node 1 may win some back as it starts, an
+        # election on a busy machine may move others): the placement above is what counts.
+        assert isinstance(json.loads(balanced.stdout)["moved_shards"], list)
 
         down = hongbao("cluster", "down", "--data-dir", str(data_dir), "--json")
         assert down.returncode == 0, down.stderr
         assert json.loads(down.stdout)["stopped"] == [1, 2, 3]
+        assert json.loads(down.stdout)["routers_stopped"] == [1, 2, 3]
         assert not any(pid_alive(pid) for pid in started)
         assert pids(data_dir) == []
         gone = hongbao("cluster", "status", *config)

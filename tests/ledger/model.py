@@ -21,6 +21,7 @@ from hongbao.ledger import (
     EnvelopeKind,
     EnvelopeStatus,
     ExpireEnvelopes,
+    Fence,
     Freeze,
     GrabEnvelope,
     Limits,
@@ -41,6 +42,7 @@ from hongbao.ledger.results import (
     EnvelopeCreated,
     ExpiryReport,
     GrabReceipt,
+    RequestStatusView,
     TransferReceipt,
 )
 
@@ -73,6 +75,17 @@ class Credit:
     amount: int
     kind: CreditKind
     ref: str
+
+
+TAGS: dict[type, str] = {
+    Deposit: "deposit",
+    Withdraw: "withdraw",
+    Transfer: "transfer",
+    Freeze: "freeze",
+    Unfreeze: "unfreeze",
+    SendEnvelope: "send_envelope",
+    GrabEnvelope: "grab_envelope",
+}
 
 
 class Mismatch(AssertionError):
@@ -123,16 +136,48 @@ class Model:
         if isinstance(command, ExpireEnvelopes | Deliver | Acknowledge):
             self.system(shard, command, actual)
             return
+        if isinstance(command, Fence):
+            self.fence(shard, command, actual)
+            return
         memory = self.memory[shard]
         if command.request_id in memory:
             first_command, first_result, _ = memory[command.request_id]
-            if first_command == command:
+            if isinstance(first_command, Fence):
+                self.refused(actual, Reason.REQUEST_FENCED)  # the first outcome was final
+            elif first_command == command:
                 expect(actual == first_result, f"retry answered {actual}, first {first_result}")
             else:
                 self.refused(actual, Reason.REQUEST_ID_REUSED)
             return
         self.client(shard, command, actual)
-        memory[command.request_id] = (command, actual, self.clock[shard])
+        self.remember(shard, command, actual)
+
+    def fence(self, shard: int, command: Fence, actual: Result) -> None:
+        """A request status: the id's first result, or "not applied" and fenced from now."""
+        if (reason := self.bad_user(command.user_id)) is not None:
+            return self.refused(actual, reason)
+        if self.shard_of(command.user_id) != shard:
+            return self.refused(actual, Reason.WRONG_SHARD)
+        remembered = self.memory[shard].get(command.request_id)
+        if remembered is None or isinstance(remembered[0], Fence):
+            expect(
+                actual == Ok(RequestStatusView(command.request_id, False, "", None, None)),
+                f"status of an unknown id answered {actual}",
+            )
+            if remembered is None:
+                self.remember(shard, command, actual)
+            return None
+        first_command, first_result = remembered[0], remembered[1]
+        first_ok = first_result.data if isinstance(first_result, Ok) else None
+        first_rejected = first_result if isinstance(first_result, Rejected) else None
+        tag = TAGS[type(first_command)]
+        wanted = RequestStatusView(command.request_id, True, tag, first_ok, first_rejected)  # type: ignore[arg-type]
+        expect(actual == Ok(wanted), f"status answered {actual}, first {first_result}")
+        return None
+
+    def remember(self, shard: int, command: Command, actual: Result) -> None:
+        memory = self.memory[shard]
+        memory[command.request_id] = (command, actual, self.clock[shard])  # type: ignore[union-attr]
         kept_after = self.clock[shard] - self.limits.idempotency_retention_ms
         for _ in range(min(len(memory) - self.limits.idempotency_results_max, EVICT_MAX)):
             _, (_, _, remembered_at) = next(iter(memory.items()))

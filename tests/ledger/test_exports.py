@@ -16,6 +16,7 @@ EXPECTED = {
     # commands, queries, batches and their bytes
     "Batch", "Command", "Query", "Deposit", "Withdraw", "Transfer", "Freeze", "Unfreeze",
     "SendEnvelope", "GrabEnvelope", "ExpireEnvelopes", "Deliver", "Acknowledge", "SetLimits",
+    "Fence",
     "GetAccount", "GetHistory", "ShowEnvelope", "GetInboxSeq", "encode_batch", "decode_batch",
     "encode_command", "decode_command", "encode_query", "decode_query", "CodecError",
     # results

@@ -29,8 +29,10 @@ from hongbao.ledger import (
     EnvelopeKind,
     EnvelopeStatus,
     ExpireEnvelopes,
+    Fence,
     Freeze,
     GetAccount,
+    GetHistory,
     GrabEnvelope,
     Limits,
     MemoryStore,
@@ -101,6 +103,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.log_index = [0] * SHARDS
         self.request_ids = itertools.count()
         self.issued: dict[int, list[Command]] = {shard: [] for shard in range(SHARDS)}
+        self.asked: dict[int, list[str]] = {shard: [] for shard in range(SHARDS)}
         self.answers: dict[str, list[EnvelopeView]] = {}  # every Show answer, in order
         for shard, users in USERS.items():  # everyone starts with 9,000 fen
             for user in users:
@@ -169,10 +172,18 @@ class LedgerMachine(RuleBasedStateMachine):
         anyone = rng.choice(ALL_USERS)
         mine = [e for e in self.model.envelopes if e.startswith(f"e{shard}-")]
         kinds = ["deposit", "withdraw", "transfer", "freeze", "unfreeze"]
-        kinds += ["send", "grab", "retry", "reuse"]
-        kind = rng.choices(kinds, weights=[4, 2, 6, 1, 1, 4, 10 if mine else 0, 2, 1])[0]
+        kinds += ["send", "grab", "retry", "reuse", "status", "late"]
+        weights = [4, 2, 6, 1, 1, 4, 10 if mine else 0, 2, 1, 2, 1]
+        kind = rng.choices(kinds, weights=weights)[0]
         if kind == "retry" and self.issued[shard]:
             return rng.choice(self.issued[shard])
+        if kind == "status":  # a request status: of an id sent here, or one never sent
+            known = [c.request_id for c in self.issued[shard] if hasattr(c, "request_id")]
+            rid = rng.choice(known) if known and rng.random() < 0.6 else self.rid()
+            self.asked[shard].append(rid)
+            return Fence(rid, local)
+        if kind == "late" and self.asked[shard]:  # a late retry after a status was asked
+            return Deposit(rng.choice(self.asked[shard]), local, amount(rng))
         if kind == "reuse" and self.issued[shard]:  # the same request id, another command
             return Deposit(rng.choice(self.issued[shard]).request_id, local, amount(rng))
         if kind == "withdraw":
@@ -337,6 +348,30 @@ class LedgerMachine(RuleBasedStateMachine):
                         len(view.grabs),
                     )
                 assert view.refunded_fen in (0, now.refunded)
+
+    @invariant()
+    def statements_number_per_wallet_and_page_exactly(self) -> None:
+        """Each wallet's lines are 1..N (however busy its shard's journal), the newest
+        line's balance is the model's, and walking its pages returns each line once."""
+        for user in ALL_USERS:
+            if user not in self.model.balances:
+                continue
+            store = self.replicas[0][self.model.shard_of(user)]
+            seqs: list[int] = []
+            newest_balance = None
+            before_seq = 0
+            for _ in range(1_000):
+                result = query(store, GetHistory(user, LIMITS.history_limit_max, before_seq))
+                assert isinstance(result, Ok), result
+                page = result.data.entries  # type: ignore[union-attr]
+                if newest_balance is None and page:
+                    newest_balance = page[0].balance_fen
+                seqs.extend(line.seq for line in page)
+                if not page or page[-1].seq == 1:
+                    break
+                before_seq = page[-1].seq
+            assert seqs == list(range(len(seqs), 0, -1))
+            assert newest_balance == self.model.balances[user]
 
     @invariant()
     def outboxes_hold_exactly_what_is_unacknowledged(self) -> None:

@@ -16,6 +16,7 @@ from hongbao.ledger import (
     EnvelopeKind,
     ErrorClass,
     ExpireEnvelopes,
+    Fence,
     Freeze,
     GetHistory,
     GrabEnvelope,
@@ -139,6 +140,12 @@ def _reused(w: World) -> Final:
     return one(Deposit("same", w.a, 2))
 
 
+@scenario(Reason.REQUEST_FENCED)
+def _fenced(w: World) -> Final:
+    w.run(Fence("late", w.a))  # a request status found nothing: "late" is fenced
+    return one(Deposit("late", w.a, 1))
+
+
 @scenario(Reason.INSUFFICIENT_FUNDS)
 def _poor(w: World) -> Final:
     w.run(Deposit(w.rid(), w.nobody, 5))
@@ -223,6 +230,7 @@ def test_error_classes() -> None:
         Reason.ALREADY_GRABBED,
         Reason.SEQUENCE_GAP,
         Reason.HOLDINGS_LIMIT_EXCEEDED,
+        Reason.REQUEST_FENCED,
     }
 
 

@@ -181,6 +181,13 @@ def test_tls_is_the_default_unless_every_host_is_loopback() -> None:
     assert parse_topology(_topology("db1.example")).tls
     assert parse_topology(_topology("127.0.0.1", tls=True)).tls
     assert not parse_topology(_topology("10.1.2.3", tls=False)).tls
+    # A router on a public address is as exposed as a node: TLS by default there too.
+    public_router = [{"id": 1, "region": "a", "host": "10.1.2.4", "port": 7001}]
+    assert parse_topology(_topology("127.0.0.1", routers=public_router)).tls
+    loopback_router = [{"id": 1, "region": "a", "host": "127.0.0.1", "port": 7001}]
+    assert not parse_topology(_topology("127.0.0.1", routers=loopback_router)).tls
+    insecure = parse_topology(_topology("127.0.0.1", routers=public_router, tls=False))
+    assert insecure_problem(insecure, insecure=False, starts_process=False) is not None
     with pytest.raises(TopologyError, match="tls: must be true or false"):
         parse_topology(_topology("127.0.0.1", tls="yes"))
     with pytest.raises(TopologyError, match="certs_dir"):

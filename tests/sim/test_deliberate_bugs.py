@@ -41,6 +41,7 @@ LOST_WRITES = SAFETY | {ViolationKind.CRASH.value}
 RAISES = {ViolationKind.CRASH.value}  # the core raised inside step (an invariant fired)
 STUCK = {ViolationKind.LIVENESS.value}
 MEMBERSHIP = {ViolationKind.MEMBERSHIP.value}
+TAKEBACK = {ViolationKind.DRAIN_TAKEBACK.value}
 
 
 def first_failure(config: SimConfig, seeds_max: int) -> SeedResult:
@@ -62,6 +63,9 @@ def first_failure(config: SimConfig, seeds_max: int) -> SeedResult:
         ("leader_removes_itself_from_two", "two-voters", 60, STUCK),
         ("conf_state_from_unapplied_snapshot", "default", 20, MEMBERSHIP),
         ("stale_vote_unanswered", "no-prevote", 100, STUCK),
+        # Issue 7's campaign gating, each half broken, under the draining profile.
+        ("campaign_while_draining", "draining", 30, TAKEBACK),
+        ("no_campaign_fallback", "draining", 30, STUCK),
     ],
 )
 def test_each_deliberate_bug_is_caught(

@@ -25,6 +25,8 @@ EXPECTED: dict[str, tuple[str, ...]] = {
     "two-voters": ("two_voter_configs", "leader_self_removals", "transfers_requested"),
     "tight-limits": ("reads", "commits"),
     "no-prevote": ("leader_self_removals", "membership_changes", "elections"),
+    "draining": ("drains", "undrains", "drain_transfers", "fallback_elections",
+                 "takeback_checks", "transfers_requested"),
 }
 
 

@@ -18,161 +18,46 @@ Rules of this module:
 - Figures over several runs are medians.
 - Money stays valid: users are funded first, transfers move 1 fen, each envelope is
   grabbed once by each of ``count`` distinct users, so no request is refused by design.
+  The exception is the ``hot-envelope`` mix (:mod:`hongbao.bench.hot_envelope`), where
+  most grabs find the envelope empty on purpose; its throughput phase reports grab
+  attempts per second and the time to empty an envelope instead of operations.
+- The workload goes to a :class:`~hongbao.bench.target.BenchClient` (routers or nodes);
+  waiting for a quiet cluster goes to the nodes (``admin``), whatever is measured.
 """
 
 from __future__ import annotations
 
 import asyncio
-import math
 import random
-import statistics
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
+from hongbao.bench.hot_envelope import hot_envelope_phase
+from hongbao.bench.model import (
+    ENVELOPE_SHARES,
+    ENVELOPE_TOTAL_FEN,
+    FUND_FEN,
+    HOT_MIX,
+    MIXES,
+    QUIET_TIMEOUT_S,
+    BenchOptions,
+    BenchReport,
+    Percentiles,
+    RunResult,
+)
+from hongbao.bench.target import BenchClient
 from hongbao.client.sdk import HongbaoClient
 from hongbao.node.errors import HongbaoError, error_from_proto
 from hongbao.ops.cluster import wait_for_quiet
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
-MIXES = ("deposit", "transfer", "envelope", "mixed")
-FUND_FEN = 1_000_000  # 10,000 yuan per bench user: far more than a run can spend
-ENVELOPE_SHARES = 10
-ENVELOPE_TOTAL_FEN = 100
-QUIET_TIMEOUT_S = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class BenchOptions:
-    duration_s: float = 10.0
-    concurrency: int = 64
-    batch: int = 100
-    mix: str = "mixed"
-    runs: int = 3
-    users: int = 1000
-    latency_samples: int = 200
-    latency_budget_s: float = 10.0
-    ops_max: int = 10_000_000
-    tail_s: float = 10.0
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.mix not in MIXES:
-            raise ValueError(f"mix must be one of {', '.join(MIXES)}")
-        if self.duration_s <= 0 or self.concurrency < 1 or self.batch < 1 or self.runs < 1:
-            raise ValueError("duration, concurrency, batch and runs must be positive")
-        if self.users < ENVELOPE_SHARES + 2:
-            raise ValueError(f"at least {ENVELOPE_SHARES + 2} users")
-
-
-@dataclass(frozen=True, slots=True)
-class Percentiles:
-    p50: float
-    p90: float
-    p99: float
-    max: float
-    count: int
-
-    @staticmethod
-    def of(samples_ms: Sequence[float]) -> Percentiles:
-        if not samples_ms:
-            return Percentiles(math.nan, math.nan, math.nan, math.nan, 0)
-        ordered = sorted(samples_ms)
-
-        def rank(q: float) -> float:  # nearest-rank percentile
-            return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-        return Percentiles(
-            p50=round(rank(0.50), 3),
-            p90=round(rank(0.90), 3),
-            p99=round(rank(0.99), 3),
-            max=round(ordered[-1], 3),
-            count=len(ordered),
-        )
-
-
-@dataclass(slots=True)
-class RunResult:
-    run: int
-    ops_ok: int = 0
-    ops_failed: int = 0
-    ops_abandoned: int = 0
-    retries: int = 0  # operations the client sent again (NOT_LEADER, OVERLOADED, timeouts)
-    calls: int = 0
-    throughput_s: float = 0.0
-    ops_per_s: float = 0.0
-    errors_by_reason: dict[str, int] = field(default_factory=dict)
-    transfer_ms: Percentiles | None = None
-    transfer_same_shard_ms: Percentiles | None = None
-    transfer_cross_shard_ms: Percentiles | None = None
-    baseline_ms: Percentiles | None = None
-    quiet_before_latency: bool = True
-    phases_s: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class BenchReport:
-    options: BenchOptions
-    target: str
-    runs: list[RunResult]
-
-    @property
-    def errors_by_reason(self) -> dict[str, int]:
-        total: Counter[str] = Counter()
-        for run in self.runs:
-            total.update(run.errors_by_reason)
-        return dict(sorted(total.items()))
-
-    def median_ops_per_s(self) -> float:
-        return round(statistics.median(r.ops_per_s for r in self.runs), 1)
-
-    def median_latency(self, pick: Callable[[RunResult], Percentiles | None]) -> Percentiles:
-        chosen = [p for p in (pick(r) for r in self.runs) if p is not None and p.count]
-        if not chosen:
-            return Percentiles.of(())
-        return Percentiles(
-            p50=round(statistics.median(p.p50 for p in chosen), 3),
-            p90=round(statistics.median(p.p90 for p in chosen), 3),
-            p99=round(statistics.median(p.p99 for p in chosen), 3),
-            max=round(statistics.median(p.max for p in chosen), 3),
-            count=sum(p.count for p in chosen),
-        )
-
-    def to_json(self) -> dict[str, object]:
-        transfer = self.median_latency(lambda r: r.transfer_ms)
-        baseline = self.median_latency(lambda r: r.baseline_ms)
-        ratio = transfer.p50 / baseline.p50 if baseline.p50 and baseline.p50 > 0 else None
-        return {
-            "target": self.target,
-            "options": asdict(self.options),
-            "ops_per_s": self.median_ops_per_s(),
-            "ops_ok": sum(r.ops_ok for r in self.runs),
-            "ops_failed": sum(r.ops_failed for r in self.runs),
-            "ops_abandoned": sum(r.ops_abandoned for r in self.runs),
-            "errors_by_reason": self.errors_by_reason,
-            "latency_ms": {
-                "transfer": asdict(transfer),
-                "transfer_same_shard": asdict(
-                    self.median_latency(lambda r: r.transfer_same_shard_ms)
-                ),
-                "transfer_cross_shard": asdict(
-                    self.median_latency(lambda r: r.transfer_cross_shard_ms)
-                ),
-                "baseline_balance_stale": asdict(baseline),
-            },
-            "transfer_p50_over_baseline_p50": None if ratio is None else round(ratio, 2),
-            "runs": [_run_json(r) for r in self.runs],
-        }
-
-
-def _run_json(run: RunResult) -> dict[str, object]:
-    data = asdict(run)
-    data["ops_per_s"] = round(run.ops_per_s, 1)
-    data["throughput_s"] = round(run.throughput_s, 3)
-    return data
-
+__all__ = [
+    "MIXES", "BenchOptions", "BenchReport", "Percentiles", "RunResult",
+    "bench_run", "prepare_users", "run_bench",
+]  # fmt: skip
 
 # -- workloads -------------------------------------------------------------------------
 
@@ -188,7 +73,7 @@ class Workload:
     """Builds batches of valid operations of one mix and learns from their results."""
 
     def __init__(
-        self, client: HongbaoClient, users: Sequence[str], mix: str, tag: str, rng: random.Random
+        self, client: BenchClient, users: Sequence[str], mix: str, tag: str, rng: random.Random
     ) -> None:
         self.client = client
         self.users = list(users)
@@ -270,7 +155,7 @@ class Workload:
 # -- the phases ------------------------------------------------------------------------
 
 
-async def fund_users(client: HongbaoClient, users: Sequence[str], tag: str, batch: int) -> None:
+async def fund_users(client: BenchClient, users: Sequence[str], tag: str, batch: int) -> None:
     """Give every bench user FUND_FEN; raise if any deposit fails (nothing to measure then)."""
     operations = [
         (
@@ -292,7 +177,7 @@ async def fund_users(client: HongbaoClient, users: Sequence[str], tag: str, batc
 
 
 async def throughput_phase(
-    client: HongbaoClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
+    client: BenchClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
 ) -> None:
     rng = random.Random(options.seed if options.seed is None else options.seed + run.run)
     errors: Counter[str] = Counter(run.errors_by_reason)
@@ -342,7 +227,7 @@ async def throughput_phase(
 
 
 async def latency_phase(
-    client: HongbaoClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
+    client: BenchClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
 ) -> None:
     """Time baseline reads, then single transfers, each alone on the wire.
 
@@ -387,29 +272,73 @@ async def latency_phase(
     run.errors_by_reason = dict(sorted(errors.items()))
 
 
-async def run_bench(
-    client: HongbaoClient,
-    options: BenchOptions,
-    *,
-    target: str,
-    on_run: Callable[[RunResult], None] | None = None,
-) -> BenchReport:
-    """Fund fresh users, then ``runs`` x (latency on a quiet cluster, then throughput)."""
+async def prepare_users(client: BenchClient, options: BenchOptions) -> tuple[str, list[str]]:
+    """Fresh users (a new tag per bench), each funded with FUND_FEN."""
     tag = f"bench-{uuid.uuid4().hex[:10]}"
     rng = random.Random(options.seed)
     users = [f"{tag}-u{i}" for i in range(options.users)]
     rng.shuffle(users)
     await fund_users(client, users, tag, options.batch)
-    report = BenchReport(options=options, target=target, runs=[])
-    for index in range(options.runs):
-        run = RunResult(run=index + 1)
-        started = time.monotonic()
-        run.quiet_before_latency = await wait_for_quiet(client, QUIET_TIMEOUT_S)
-        run.phases_s["settle"] = round(time.monotonic() - started, 3)
-        started = time.monotonic()
-        await latency_phase(client, users, options, run, tag)
-        run.phases_s["latency"] = round(time.monotonic() - started, 3)
+    return tag, users
+
+
+async def bench_run(
+    client: BenchClient,
+    admin: HongbaoClient,
+    users: Sequence[str],
+    options: BenchOptions,
+    index: int,
+    tag: str,
+) -> RunResult:
+    """One run: settle (``admin``: node-direct), latency, then throughput (or hot-envelope)."""
+    run = RunResult(run=index)
+    started = time.monotonic()
+    run.quiet_before_latency = await wait_for_quiet(admin, QUIET_TIMEOUT_S)
+    run.phases_s["settle"] = round(time.monotonic() - started, 3)
+    started = time.monotonic()
+    await latency_phase(client, users, options, run, tag)
+    run.phases_s["latency"] = round(time.monotonic() - started, 3)
+    started = time.monotonic()
+    if options.mix == HOT_MIX:
+        seed = None if options.seed is None else options.seed * 31 + index
+        run.hot = await hot_envelope_phase(
+            client, users, options.hot, duration_s=options.duration_s, tail_s=options.tail_s,
+            tag=f"{tag}-r{index}-hot", rng=random.Random(seed),
+        )  # fmt: skip
+        run.errors_by_reason = _merged(run.errors_by_reason, run.hot.errors_by_reason)
+    else:
         await throughput_phase(client, users, options, run, tag)
+    run.phases_s["throughput"] = round(time.monotonic() - started, 3)
+    return run
+
+
+def _merged(first: dict[str, int], second: dict[str, int]) -> dict[str, int]:
+    total: Counter[str] = Counter(first)
+    total.update(second)
+    return dict(sorted(total.items()))
+
+
+async def run_bench(
+    client: BenchClient,
+    options: BenchOptions,
+    *,
+    target: str,
+    admin: HongbaoClient | None = None,
+    on_run: Callable[[RunResult], None] | None = None,
+) -> BenchReport:
+    """Fund fresh users, then ``runs`` x (latency on a quiet cluster, then throughput).
+
+    ``admin`` watches the cluster (its Admin calls go to the nodes, in either SDK mode);
+    by default ``client``, which then must be the SDK's client.
+    """
+    if admin is None:
+        if not isinstance(client, HongbaoClient):
+            raise TypeError("a client other than the SDK's needs an admin client")
+        admin = client
+    tag, users = await prepare_users(client, options)
+    report = BenchReport(options=options, target=target, runs=[])
+    for index in range(1, options.runs + 1):
+        run = await bench_run(client, admin, users, options, index, tag)
         report.runs.append(run)
         if on_run is not None:
             on_run(run)

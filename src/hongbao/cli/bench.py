@@ -1,9 +1,11 @@
 """``hongbao bench``: batched throughput and single-transfer latency of a cluster.
 
 A thin shell over :mod:`hongbao.bench.run`: against the cluster of ``--config`` (started with
-``hongbao cluster up``), or with ``--local`` on a fresh three-node cluster started here in
-a temporary directory on free ports and stopped afterwards. The table (or ``--json``)
-reports medians over ``--runs``.
+``hongbao cluster up``), or with ``--local`` on a fresh cluster (nodes, and routers when
+they are measured) started here in a temporary directory on free ports and stopped
+afterwards. The workload goes through the routers when the topology has them
+(``--target``), or to both in the same runs (``--compare-targets``: the router's cost as
+a ratio). The table (or ``--json``) reports medians over ``--runs``.
 """
 
 from __future__ import annotations
@@ -13,12 +15,16 @@ import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from hongbao.bench.compare import CompareReport, run_compare
+from hongbao.bench.hot_envelope import HOT_GRABBERS, HOT_IN_FLIGHT, HotOptions
 from hongbao.bench.run import MIXES, BenchOptions, BenchReport, Percentiles, RunResult, run_bench
+from hongbao.bench.target import TARGETS, BenchClient, default_target, open_client
 from hongbao.cli.common import (
     EXIT_UNAVAILABLE,
     config_option,
@@ -28,119 +34,199 @@ from hongbao.cli.common import (
     stdout_console,
 )
 from hongbao.client.sdk import ClientOptions, HongbaoClient
-from hongbao.config.topology import Topology, load_topology
+from hongbao.config.topology import Topology
 from hongbao.node.errors import HongbaoError
 from hongbao.ops.cluster import ClusterOpsError, move_leaders_home, wait_for_leaders
 from hongbao.ops.local import ClusterError, LocalCluster, write_topology
 
 BENCH_TIMEOUT_S = 10.0
+LEADERS_TIMEOUT_S = 30.0
+DEFAULT_CONCURRENCY = 64
 
 
 @click.command("bench")
 @config_option
 @click.option("--duration-s", type=click.FloatRange(min=0.1, max=3600), default=10.0,
               show_default=True, help="Length of the throughput phase of each run.")
-@click.option("--concurrency", type=click.IntRange(1, 4096), default=64, show_default=True,
-              help="Concurrent Batch.Execute calls.")
+@click.option("--concurrency", type=click.IntRange(1, 4096), default=None,
+              help=f"Concurrent Batch.Execute calls (default {DEFAULT_CONCURRENCY}); with "
+                   f"--mix hot-envelope, envelopes grabbed at once (default {HOT_IN_FLIGHT}).")
 @click.option("--batch", type=click.IntRange(1, 10_000), default=100, show_default=True,
               help="Operations per Batch.Execute call.")
 @click.option("--mix", type=click.Choice(MIXES), default="mixed", show_default=True,
-              help="What the batches contain.")
+              help="What the batches contain; hot-envelope: group envelopes of 100 shares, "
+                   "each grabbed at once by --grabbers distinct users (single Grab calls).")
+@click.option("--grabbers", type=click.IntRange(100, 100_000), default=HOT_GRABBERS,
+              show_default=True, help="With --mix hot-envelope: users grabbing each envelope.")
+@click.option("--target", type=click.Choice(TARGETS), default=None,
+              help="Send the workload through the routers or straight to the nodes "
+                   "(default: routers when the topology has [[routers]]).")
+@click.option("--compare-targets", is_flag=True,
+              help="Measure routers and nodes in the same runs; report routers/nodes.")
 @click.option("--runs", type=click.IntRange(1, 100), default=3, show_default=True,
               help="Runs; figures are medians over them.")
 @click.option("--latency-samples", type=click.IntRange(0, 100_000), default=200,
               show_default=True, help="Single transfers (and baseline reads) timed per run.")
-@click.option("--users", type=click.IntRange(12, 1_000_000), default=1000, show_default=True,
-              help="Bench users, funded before the first run.")
+@click.option("--users", type=click.IntRange(12, 1_000_000), default=None,
+              help="Bench users, funded before the first run (default 1000; with "
+                   "hot-envelope, grabbers + 1).")
 @click.option("--seed", type=int, default=None, help="Seed of the workload's choices.")
 @click.option("--local", is_flag=True,
-              help="Start a fresh cluster of the topology on free ports in a temp dir, "
-                   "bench it, stop it.")
+              help="Start a fresh cluster of the topology (nodes, and routers when they are "
+                   "measured) on free ports in a temp dir, bench it, stop it.")
 @click.option("--no-fsync", is_flag=True, help="With --local: nodes never fsync.")
 @json_option
 def bench(
     config_path: str,
     duration_s: float,
-    concurrency: int,
+    concurrency: int | None,
     batch: int,
     mix: str,
+    grabbers: int,
+    target: str | None,
+    compare_targets: bool,
     runs: int,
     latency_samples: int,
-    users: int,
+    users: int | None,
     seed: int | None,
     local: bool,
     no_fsync: bool,
     as_json: bool,
 ) -> None:
-    """Operations committed per second (batched) and single-transfer latency percentiles."""
-    load_config(config_path)  # a usage error before anything starts
+    """Operations committed per second (batched) and single-transfer latency percentiles
+    (hot-envelope: grab attempts per second and the time to empty an envelope), through
+    the routers or straight to the nodes, or both in the same runs (routers / nodes)."""
+    topology = load_config(config_path)  # a usage error before anything starts
     if no_fsync and not local:
         raise click.UsageError("--no-fsync applies to --local only")
-    options = BenchOptions(
-        duration_s=duration_s,
-        concurrency=concurrency,
-        batch=batch,
-        mix=mix,
-        runs=runs,
-        users=users,
-        latency_samples=latency_samples,
-        latency_budget_s=max(5.0, duration_s),
-        seed=seed,
-    )
+    if compare_targets and target is not None:
+        raise click.UsageError("--compare-targets measures both targets: drop --target")
+    targets = list(TARGETS) if compare_targets else [target or default_target(topology)]
+    if "routers" in targets and not topology.routers:
+        raise click.UsageError(f"{config_path} names no [[routers]]: use --target nodes")
+    options = _options(duration_s, concurrency, batch, mix, grabbers, runs, latency_samples,
+                       users, seed)  # fmt: skip
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-    def on_run(run: RunResult) -> None:
+    def on_run(name: str, run: RunResult) -> None:
         transfer = run.transfer_ms
         p50 = transfer.p50 if transfer is not None else float("nan")
-        err.print(f"run {run.run}: {run.ops_per_s:,.0f} ops/s; single transfer p50 "
-                  f"{p50:.2f} ms; errors {sum(run.errors_by_reason.values())}, retried "
-                  f"{run.retries}, abandoned {run.ops_abandoned}")  # fmt: skip
+        figure = (
+            f"{run.hot.grab_attempts_per_s:,.0f} grab attempts/s, {run.hot.envelopes} envelopes"
+            if run.hot is not None else f"{run.ops_per_s:,.0f} ops/s"
+        )  # fmt: skip
+        err.print(f"run {run.run} ({name}): {figure}; single transfer p50 {p50:.2f} ms; "
+                  f"errors {sum(run.errors_by_reason.values())}, retried {run.retries}, "
+                  f"abandoned {run.ops_abandoned}")  # fmt: skip
 
     try:
         if local:
-            report = _bench_local(Path(config_path), options, no_fsync=no_fsync, on_run=on_run)
+            result = _bench_local(Path(config_path), options, targets, no_fsync, on_run)
         else:
-            topology = load_topology(config_path)
-            report = asyncio.run(_bench(topology, options, f"cluster of {config_path}", on_run))
+            where = f"cluster of {config_path}"
+            result = asyncio.run(_bench(topology, options, targets, where, on_run))
     except (ClusterOpsError, ClusterError, TimeoutError, HongbaoError) as error:
         err.print(f"error: {error}", markup=False)
         raise SystemExit(EXIT_UNAVAILABLE) from None
     if as_json:
-        print_json(report.to_json())
+        print_json(result.to_json())
+    elif isinstance(result, CompareReport):
+        out = stdout_console()
+        for report in result.reports.values():
+            out.print(report_table(report))
+        out.print(compare_table(result))
     else:
-        stdout_console().print(report_table(report))
+        stdout_console().print(report_table(result))
+
+
+def _options(
+    duration_s: float,
+    concurrency: int | None,
+    batch: int,
+    mix: str,
+    grabbers: int,
+    runs: int,
+    latency_samples: int,
+    users: int | None,
+    seed: int | None,
+) -> BenchOptions:
+    """The bench's options from the flags; a usage error when they do not fit together."""
+    hot = mix == "hot-envelope"
+    try:
+        return BenchOptions(
+            duration_s=duration_s,
+            concurrency=DEFAULT_CONCURRENCY if hot or concurrency is None else concurrency,
+            batch=batch,
+            mix=mix,
+            runs=runs,
+            users=users if users is not None else (grabbers + 1 if hot else 1000),
+            latency_samples=latency_samples,
+            latency_budget_s=max(5.0, duration_s),
+            seed=seed,
+            hot=HotOptions(grabbers=grabbers, in_flight=concurrency or HOT_IN_FLIGHT),
+        )
+    except ValueError as error:
+        raise click.UsageError(str(error)) from None
 
 
 async def _bench(
     topology: Topology,
     options: BenchOptions,
-    target: str,
-    on_run: Callable[[RunResult], None],
+    targets: list[str],
+    where: str,
+    on_run: Callable[[str, RunResult], None],
     *,
     leaders_home: bool = False,
-) -> BenchReport:
+) -> BenchReport | CompareReport:
+    """Bench ``targets`` (one, or routers and nodes compared) with node-direct admin."""
     client_options = ClientOptions(timeout_s=BENCH_TIMEOUT_S)
-    async with HongbaoClient(topology, client_options) as client:
-        await wait_for_leaders(client, 30.0)
-        if leaders_home:  # a fresh local cluster: lead active-active, as `cluster up` does
-            await move_leaders_home(client, 30.0)
-        return await run_bench(client, options, target=target, on_run=on_run)
+    clients: dict[str, BenchClient] = {}
+    async with HongbaoClient(topology, client_options) as admin:
+        try:
+            await wait_for_leaders(admin, LEADERS_TIMEOUT_S)
+            if leaders_home:  # a fresh local cluster: lead active-active, as `cluster up` does
+                await move_leaders_home(admin, LEADERS_TIMEOUT_S)
+            for name in targets:
+                clients[name] = admin if name == "nodes" else open_client(
+                    topology, name, client_options
+                )  # fmt: skip
+            names = {name: f"{where}, through the {name}" for name in targets}
+            if len(targets) > 1:
+                return await run_compare(clients, admin, options, target_names=names,
+                                         on_run=on_run)  # fmt: skip
+            (name,) = targets
+            return await run_bench(clients[name], options, target=names[name], admin=admin,
+                                   on_run=lambda run: on_run(name, run))  # fmt: skip
+        finally:
+            for client in clients.values():
+                if client is not admin:
+                    await client.close()
 
 
 def _bench_local(
-    config_path: Path, options: BenchOptions, *, no_fsync: bool, on_run: Callable[[RunResult], None]
-) -> BenchReport:
+    config_path: Path,
+    options: BenchOptions,
+    targets: list[str],
+    no_fsync: bool,
+    on_run: Callable[[str, RunResult], None],
+) -> BenchReport | CompareReport:
     temporary = Path(tempfile.mkdtemp(prefix="hongbao-bench-"))
     try:
         topology_path = write_topology(temporary / "topology.toml", template=config_path)
-        with LocalCluster(topology_path, temporary / "data", no_fsync=no_fsync) as cluster:
+        data_dir = temporary / "data"
+        with LocalCluster(topology_path, data_dir, no_fsync=no_fsync) as cluster:
             cluster.start()
+            routers = ""
+            if "routers" in targets:
+                cluster.start_routers()
+                routers = f" and {len(cluster.router_ids)} routers"
             fsync = "no fsync" if no_fsync else "fsync"
-            target = f"local: {len(cluster.node_ids)} node processes ({fsync}), {config_path}"
+            where = (f"local: {len(cluster.node_ids)} node processes ({fsync}){routers}, "
+                     f"{config_path}")  # fmt: skip
             report = asyncio.run(
-                _bench(cluster.topology, options, target, on_run, leaders_home=True)
+                _bench(cluster.topology, options, targets, where, on_run, leaders_home=True)
             )
-            cluster.stop_all()
+            cluster.stop_all()  # routers first, then nodes
             return report
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
@@ -160,7 +246,7 @@ def report_table(report: BenchReport) -> Table:
     table = Table(
         title=f"hongbao bench: {report.target}",
         caption=(
-            f"mix {options.mix}, batch {options.batch}, concurrency {options.concurrency}, "
+            f"mix {options.mix}, {_shape(options)}, "
             f"{options.duration_s:g} s x {options.runs} runs; medians over runs"
         ),
     )
@@ -176,9 +262,13 @@ def report_table(report: BenchReport) -> Table:
     table.add_section()
     ratio = data["transfer_p50_over_baseline_p50"]
     table.add_row("transfer p50 / baseline p50", "-" if ratio is None else f"{ratio}x")
-    per_run = ", ".join(f"{r.ops_per_s:,.0f}" for r in report.runs)
-    table.add_row(f"[bold]ops/s batched[/bold] (runs: {per_run})",
-                  f"[bold]{report.median_ops_per_s():,.0f}[/bold]")  # fmt: skip
+    hot = report.hot_json()
+    if hot is None:
+        per_run = ", ".join(f"{r.ops_per_s:,.0f}" for r in report.runs)
+        table.add_row(f"[bold]ops/s batched[/bold] (runs: {per_run})",
+                      f"[bold]{report.median_ops_per_s():,.0f}[/bold]")  # fmt: skip
+    else:
+        _hot_rows(table, report, hot)
     errors = report.errors_by_reason
     table.add_row(
         "errors by reason",
@@ -188,4 +278,40 @@ def report_table(report: BenchReport) -> Table:
     retries = sum(r.retries for r in report.runs)
     table.add_row("ops abandoned at the tail (not counted)", f"{abandoned:,}")
     table.add_row("ops the client retried", f"{retries:,}")
+    return table
+
+
+def _shape(options: BenchOptions) -> str:
+    if options.mix == "hot-envelope":
+        hot = options.hot
+        return (f"{hot.shares} shares x {hot.grabbers} grabbers per envelope, "
+                f"{hot.in_flight} envelopes at once")  # fmt: skip
+    return f"batch {options.batch}, concurrency {options.concurrency}"
+
+
+def _hot_rows(table: Table, report: BenchReport, hot: dict[str, Any]) -> None:
+    per_run = ", ".join(f"{r.hot.grab_attempts_per_s:,.0f}" for r in report.runs if r.hot)
+    table.add_row(f"[bold]grab attempts/s[/bold] (runs: {per_run})",
+                  f"[bold]{hot['grab_attempts_per_s']:,.0f}[/bold]")  # fmt: skip
+    empty, answered = hot["time_to_empty_ms"], hot["time_to_answer_all_ms"]
+    table.add_row("time to empty an envelope (ms)", f"{empty['p50']:.1f}", "",
+                  f"{empty['p99']:.1f}", f"{empty['max']:.1f}", str(empty["count"]))  # fmt: skip
+    table.add_row("  until every grab is answered", f"{answered['p50']:.1f}", "",
+                  f"{answered['p99']:.1f}", f"{answered['max']:.1f}",
+                  str(answered["count"]))  # fmt: skip
+    table.add_row("grabs: taken / empty / failed / abandoned",
+                  f"{hot['grabs_taken']:,} / {hot['grabs_empty']:,} / {hot['grabs_failed']:,} / "
+                  f"{hot['grabs_abandoned']:,}")  # fmt: skip
+    table.add_row("envelopes not emptied / abandoned",
+                  f"{hot['envelopes_not_emptied']} / {hot['envelopes_abandoned']}")
+
+
+def compare_table(result: CompareReport) -> Table:
+    """The router's cost: routers / nodes per figure, the median of per-run ratios."""
+    table = Table(title="routers / nodes (same runs; median of per-run ratios)")
+    table.add_column("figure")
+    table.add_column("routers / nodes", justify="right")
+    for name, ratio in result.ratios().items():
+        if ratio is not None:
+            table.add_row(name, f"{ratio:.3f}")
     return table

@@ -1,10 +1,13 @@
-"""``hongbao cluster up|status|balance|down`` and ``hongbao node start|stop|kill``.
+"""``hongbao cluster up|status|balance|down`` and ``hongbao node start|stop|kill|drain``.
 
-A thin shell over :mod:`hongbao.ops.cluster`: ``up`` starts every node of the topology
-as a detached process (pid files and logs in the data directory), waits until every
-shard has a leader and moves leaders to their home regions; ``status`` asks every node
-for its Admin.Status; ``balance`` moves leaders home again (after a node came back);
-``down`` stops them with SIGTERM, then SIGKILL after a deadline.
+A thin shell over :mod:`hongbao.ops`: ``up`` starts every node and router of the
+topology as detached processes (pid files and logs in the data directory), waits until
+every shard and the meta group have a leader and moves leaders to their home regions;
+``status`` takes one snapshot of the whole cluster from the topology file or from any one
+node or router address; ``balance`` moves leaders home (only to caught-up replicas in
+active regions); ``down`` stops routers, then nodes: SIGTERM, then SIGKILL after a
+deadline. ``node drain`` moves every leadership off one node (systemd ExecStop,
+Kubernetes preStop).
 """
 
 from __future__ import annotations
@@ -15,45 +18,58 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
+import grpc
+from click.core import ParameterSource
 from rich.console import Console
-from rich.table import Table
 
 from hongbao.cli.common import (
     EXIT_REFUSED,
     EXIT_UNAVAILABLE,
     F,
     config_option,
+    insecure_flag,
     json_option,
     load_config,
     print_json,
     stdout_console,
 )
-from hongbao.client.sdk import ClientOptions, HongbaoClient
-from hongbao.config.topology import Topology
+from hongbao.cli.status_view import print_status
+from hongbao.config.topology import META_GROUP_ID, Topology
+from hongbao.ops.admin_pool import AdminPool, admin_credentials
+from hongbao.ops.balance import move_leaders_home
 from hongbao.ops.cluster import (
-    STATUS_TIMEOUT_S,
     STOP_TIMEOUT_S,
     ClusterOpsError,
-    ClusterStatus,
     check_can_start,
-    cluster_status,
+    cluster_down,
     cluster_up,
     log_path,
-    move_leaders_home,
     pid_path,
     spawn_node,
     stop_nodes,
-    wait_for_leaders,
     wait_ready,
 )
-from hongbao.proto.gen.hongbao.v1 import admin_pb2
+from hongbao.ops.drain import DrainRefused, drain_node
+from hongbao.ops.status import ClusterStatus, snapshot, wait_for_leaders
+from hongbao.ops.transfer import EvacuationResult, TransferEvent
+from hongbao.security.tls import TlsError
+
+EXIT_ANOMALY = 5
+EXIT_DEADLINE = 3
 
 CLUSTER_HELP_EPILOG = (
     "\b\nExit codes:\n"
     "  0  success\n"
     "  2  usage\n"
-    "  3  refused: a node already runs, or a port is taken\n"
-    "  4  unavailable: a node did not start, or a shard has no leader\n"
+    "  3  refused: a node or router already runs, or a port is taken\n"
+    "  4  unavailable: a process did not start, no node answered, or a shard has no leader\n"
+    "  5  status only: anomalies flagged (double leader, other cluster id, drain overdue...)\n"
+)
+NODE_DRAIN_EPILOG = (
+    "\b\nExit codes:\n"
+    "  0  the node leads nothing\n"
+    "  2  usage (unknown node)\n"
+    "  3  the deadline passed with shards still led there (they are named)\n"
 )
 
 
@@ -64,34 +80,36 @@ def data_dir_option(function: F) -> F:
     )(function)  # fmt: skip
 
 
-def _refuse(message: str, code: int) -> NoReturn:
+def refuse(message: str, code: int) -> NoReturn:
     Console(stderr=True, highlight=False, soft_wrap=True).print(f"error: {message}", markup=False)
     raise SystemExit(code)
 
 
 @click.group(epilog=CLUSTER_HELP_EPILOG)
 def cluster() -> None:
-    """Start, inspect and stop every node of a topology on this machine."""
+    """Start, inspect and stop every node and router of a topology on this machine."""
 
 
-@cluster.command("up")
+@cluster.command("up", epilog=CLUSTER_HELP_EPILOG)
 @config_option
 @data_dir_option
 @click.option("--no-fsync", is_flag=True,
               help="Never fsync (tests and benchmarks only: an OS crash may lose data).")
 @json_option
 def up(config_path: str, data_dir: str, no_fsync: bool, as_json: bool) -> None:
-    """Start every node in the background and wait until every shard has a leader."""
+    """Start every node and router in the background; wait for leaders; lead from home."""
     topology = load_config(config_path)
     try:
         result = cluster_up(Path(config_path), Path(data_dir), no_fsync=no_fsync)
     except ClusterOpsError as error:
-        already = "already" in str(error) or "in use" in str(error) or "only 127" in str(error)
-        _refuse(str(error), EXIT_REFUSED if already else EXIT_UNAVAILABLE)
-    status = _gather(topology)
+        text = str(error)
+        already = "already" in text or "in use" in text or "only 127" in text
+        refuse(text, EXIT_REFUSED if already else EXIT_UNAVAILABLE)
+    status = gather(topology)
     if as_json:
         print_json({
             "started": [{"node_id": p.node_id, "pid": p.pid} for p in result.started],
+            "routers": [{"router_id": p.node_id, "pid": p.pid} for p in result.routers],
             "leaders_s": round(result.leaders_s, 3),
             "data_dir": str(Path(data_dir).resolve()),
             "placement_warning": result.placement_warning,
@@ -99,114 +117,69 @@ def up(config_path: str, data_dir: str, no_fsync: bool, as_json: bool) -> None:
         })  # fmt: skip
         return
     out = stdout_console()
-    pids = ", ".join(f"node {p.node_id} pid {p.pid}" for p in result.started)
-    out.print(f"started {len(result.started)} nodes ({pids}); every shard has a leader "
-              f"after {result.leaders_s:.2f} s")  # fmt: skip
+    pids = ", ".join(f"{p.label} pid {p.pid}" for p in [*result.started, *result.routers])
+    out.print(f"started {len(result.started)} nodes and {len(result.routers)} routers ({pids}); "
+              f"every shard has a leader after {result.leaders_s:.2f} s")  # fmt: skip
     out.print(f"logs and pid files in {Path(data_dir).resolve()}; "
               f"stop with: hongbao cluster down --data-dir {data_dir}")  # fmt: skip
-    out.print(status_table(status))
+    print_status(out, status, per_shard=False)
     if result.placement_warning is not None:
         out.print(f"[yellow]warning[/yellow]: {result.placement_warning} (the cluster serves; "
                   "leaders stay where they are)")  # fmt: skip
 
 
-def _gather(topology: Topology) -> ClusterStatus:
+def gather(topology: Topology) -> ClusterStatus:
+    """One snapshot of the cluster the topology file describes."""
+    from hongbao.node.server import cluster_id_of
+
     async def main() -> ClusterStatus:
-        options = ClientOptions(timeout_s=STATUS_TIMEOUT_S)
-        async with HongbaoClient(topology, options) as client:
-            return await cluster_status(client)
+        async with AdminPool.for_topology(topology) as pool:
+            return await snapshot(pool, expected_cluster_id=cluster_id_of(topology))
 
     return asyncio.run(main())
 
 
-def status_table(status: ClusterStatus) -> Table:
-    """One row per node, grouped by region: DESIGN section 5's operator view."""
-    table = Table(title=f"hongbao cluster ({status.topology.shard_count} shards)")
-    for name, justify in (
-        ("region", "left"), ("node", "right"), ("address", "left"), ("state", "left"),
-        ("shards led", "left"), ("term", "right"), ("commit Σ", "right"),
-        ("applied Σ", "right"), ("apply lag", "right"), ("log lag", "right"),
-    ):  # fmt: skip
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    for region in status.topology.regions:
-        for node in status.nodes:
-            if node.spec.region != region.name:
-                continue
-            lag = status.log_lag_of(int(node.spec.node_id))
-            lag_text = "-" if lag is None else str(lag)
-            if node.status is None:
-                table.add_row(
-                    region.name, str(node.spec.node_id), node.spec.address, "[red]down[/red]",
-                    "", "", "", "", "", lag_text,
-                )  # fmt: skip
-                continue
-            shards = node.status.shards
-            led = [s.shard_id for s in shards if s.role == admin_pb2.ROLE_LEADER]
-            table.add_row(
-                region.name, str(node.spec.node_id), node.spec.address, "[green]up[/green]",
-                ",".join(map(str, led)) or "-",
-                str(max((s.term for s in shards), default=0)),
-                str(sum(s.commit_index for s in shards)),
-                str(sum(s.applied_index for s in shards)),
-                str(sum(s.apply_lag_entries for s in shards)),
-                lag_text,
-            )  # fmt: skip
-    leaderless = status.leaderless_shards()
-    if leaderless:
-        table.caption = f"[red]shards without a leader: {leaderless}[/red]"
-    else:
-        table.caption = "every shard has a leader; log lag: entries behind, seen by leaders"
-    return table
+def gather_from(address: str) -> ClusterStatus:
+    """One snapshot, starting from a single node or router address (its Admin.Topology)."""
+
+    async def main() -> ClusterStatus:
+        async with AdminPool(None, admin_credentials(None, insecure=insecure_flag())) as pool:
+            try:
+                _, cluster_id = await pool.fetch_topology(address, timeout_s=2.0)
+            except grpc.aio.AioRpcError as error:
+                refuse(f"{address} did not answer Admin.Topology: {error.code().name}: "
+                       f"{error.details() or ''}", EXIT_UNAVAILABLE)  # fmt: skip
+            return await snapshot(pool, expected_cluster_id=cluster_id)
+
+    try:
+        return asyncio.run(main())
+    except TlsError as error:  # $HONGBAO_CERTS_DIR names a directory without certificates
+        raise click.ClickException(str(error)) from error
 
 
-def shards_table(status: ClusterStatus) -> Table:
-    """One row per shard: its leader, term, and each replica's commit/applied index."""
-    table = Table(title="shards")
-    table.add_column("shard", justify="right")
-    table.add_column("leader", justify="right")
-    table.add_column("term", justify="right")
-    nodes = [n for n in status.nodes]
-    for node in nodes:
-        table.add_column(f"node {node.spec.node_id} commit/applied", justify="right")
-    leaders = status.leaders()
-    for shard_id in range(status.topology.shard_count):
-        cells: list[str] = []
-        term = 0
-        for node in nodes:
-            if node.status is None:
-                cells.append("down")
-                continue
-            found = [s for s in node.status.shards if s.shard_id == shard_id]
-            if not found:
-                cells.append("")
-                continue
-            term = max(term, found[0].term)
-            cells.append(f"{found[0].commit_index}/{found[0].applied_index}")
-        leader = str(leaders[shard_id]) if shard_id in leaders else "[red]none[/red]"
-        table.add_row(str(shard_id), leader, str(term), *cells)
-    return table
-
-
-@cluster.command("status")
+@cluster.command("status", epilog=CLUSTER_HELP_EPILOG)
 @config_option
+@click.option("--address", default=None, metavar="HOST:PORT",
+              help="Start from this node or router instead of a topology file.")
 @click.option("--shards", "per_shard", is_flag=True, help="Also show one row per shard.")
 @json_option
-def status(config_path: str, per_shard: bool, as_json: bool) -> None:
-    """Per region and node: up/down, shards led, term, commit/applied index, log lag."""
-    topology = load_config(config_path)
-    gathered = _gather(topology)
+def status(config_path: str, address: str | None, per_shard: bool, as_json: bool) -> None:
+    """One consistent view: regions and their state, node health, leaders, lag, anomalies."""
+    source = click.get_current_context().get_parameter_source("config_path")
+    if address is not None and source is ParameterSource.COMMANDLINE:
+        raise click.UsageError("give --config or --address, not both")
+    gathered = gather_from(address) if address is not None else gather(load_config(config_path))
     if as_json:
         print_json(gathered.to_json())
     else:
-        out = stdout_console()
-        out.print(status_table(gathered))
-        if per_shard:
-            out.print(shards_table(gathered))
+        print_status(stdout_console(), gathered, per_shard=per_shard)
     if gathered.leaderless_shards():
         raise SystemExit(EXIT_UNAVAILABLE)
+    if gathered.anomalies():
+        raise SystemExit(EXIT_ANOMALY)
 
 
-@cluster.command("balance")
+@cluster.command("balance", epilog=CLUSTER_HELP_EPILOG)
 @config_option
 @click.option("--timeout-s", type=click.FloatRange(min=0.1, max=600), default=30.0,
               show_default=True, help="How long to keep retrying leadership transfers.")
@@ -214,60 +187,61 @@ def status(config_path: str, per_shard: bool, as_json: bool) -> None:
 def balance(config_path: str, timeout_s: float, as_json: bool) -> None:
     """Hand every shard's leadership back to its home region (after a node returns).
 
-    Uses Raft leadership transfer, so no request fails. Shards whose home node is down
-    stay where they are. Exit 4 if a live home has not taken office by the deadline.
+    Uses Raft leadership transfer, so no request fails. Only to a home replica that has
+    caught up (log and applied index) in an active region; others stay where they are.
+    Exit 4 if such a home has not taken office by the deadline.
     """
     topology = load_config(config_path)
 
     async def main() -> list[int]:
-        async with HongbaoClient(topology, ClientOptions(timeout_s=STATUS_TIMEOUT_S)) as client:
-            await wait_for_leaders(client, timeout_s)
-            return await move_leaders_home(client, timeout_s)
+        async with AdminPool.for_topology(topology) as pool:
+            await wait_for_leaders(pool, timeout_s)
+            return await move_leaders_home(pool, timeout_s)
 
     try:
         moved = asyncio.run(main())
     except ClusterOpsError as error:
-        _refuse(str(error), EXIT_UNAVAILABLE)
+        refuse(str(error), EXIT_UNAVAILABLE)
+    meta = int(META_GROUP_ID) in moved
+    moved = [g for g in moved if g != META_GROUP_ID]
     if as_json:
-        print_json({"moved_shards": moved})
+        print_json({"moved_shards": moved, "meta_moved": meta})
         return
-    if moved:
-        stdout_console().print(f"moved shards {moved} back to their home regions")
+    if moved or meta:
+        what = f"shards {moved}" + (" and the meta group" if meta else "")
+        stdout_console().print(f"moved {what} back to their home regions")
     else:
-        stdout_console().print("every shard is led from its home region (or its home is down)")
+        stdout_console().print("every shard is led from its home region (or its home may not lead)")
 
 
-def _node_ids_in(data_dir: Path) -> list[int]:
-    ids: list[int] = []
-    for path in data_dir.glob("node-*.pid"):
-        suffix = path.name.removeprefix("node-").removesuffix(".pid")
-        if suffix.isdigit():
-            ids.append(int(suffix))
-    return sorted(ids)
-
-
-@cluster.command("down")
+@cluster.command("down", epilog=CLUSTER_HELP_EPILOG)
 @data_dir_option
 @click.option("--timeout-s", type=click.FloatRange(min=0.1, max=600), default=STOP_TIMEOUT_S,
               show_default=True, help="How long to wait after SIGTERM before SIGKILL.")
 @json_option
 def down(data_dir: str, timeout_s: float, as_json: bool) -> None:
-    """Stop every node started by `cluster up` in DATA_DIR: SIGTERM, wait, then SIGKILL."""
+    """Stop every router, then every node, started in DATA_DIR: SIGTERM, wait, SIGKILL."""
     directory = Path(data_dir)
-    result = stop_nodes(directory, _node_ids_in(directory), timeout_s=timeout_s)
+    result = cluster_down(directory, timeout_s=timeout_s)
+    nodes, routers = result.nodes, result.routers
     if as_json:
-        print_json({"stopped": result.stopped, "killed": result.killed,
-                    "not_running": result.not_running})  # fmt: skip
+        print_json({"stopped": nodes.stopped, "killed": nodes.killed,
+                    "not_running": nodes.not_running, "routers_stopped": routers.stopped,
+                    "routers_killed": routers.killed})  # fmt: skip
         return
     out = stdout_console()
-    if not result.stopped and not result.killed:
-        out.print(f"no node of {directory.resolve()} was running")
+    if not (nodes.stopped or nodes.killed or routers.stopped or routers.killed):
+        out.print(f"no node or router of {directory.resolve()} was running")
         return
-    if result.stopped:
-        out.print(f"stopped nodes {result.stopped} cleanly")
-    if result.killed:
-        out.print(f"[yellow]killed nodes {result.killed}[/yellow]: they ignored SIGTERM for "
-                  f"{timeout_s} s (see {log_path(directory, result.killed[0])})")  # fmt: skip
+    if routers.stopped:
+        out.print(f"stopped routers {routers.stopped} cleanly")
+    if nodes.stopped:
+        out.print(f"stopped nodes {nodes.stopped} cleanly")
+    for kind, killed in (("node", nodes.killed), ("router", routers.killed)):
+        if killed:
+            log = log_path(directory, killed[0], kind)  # type: ignore[arg-type]
+            out.print(f"[yellow]killed {kind}s {killed}[/yellow]: they ignored SIGTERM for "
+                      f"{timeout_s} s (see {log})")  # fmt: skip
 
 
 # -- single nodes (attached to the `node` group by commands.register) -------------------
@@ -296,28 +270,28 @@ def node_start(node_id: int, config_path: str, data_dir: str, no_fsync: bool) ->
     except KeyError as error:
         raise click.BadParameter(str(error.args[0]), param_hint="--node") from error
     except ClusterOpsError as error:
-        _refuse(str(error), EXIT_REFUSED if "already" in str(error) else EXIT_UNAVAILABLE)
+        refuse(str(error), EXIT_REFUSED if "already" in str(error) else EXIT_UNAVAILABLE)
     stdout_console().print(
         f"node {node_id} started (pid {process.pid}); log {log_path(directory, node_id)}"
     )
 
     async def leaders() -> None:
-        async with HongbaoClient(topology, ClientOptions(timeout_s=STATUS_TIMEOUT_S)) as client:
-            await wait_for_leaders(client, 30.0)
+        async with AdminPool.for_topology(topology) as pool:
+            await wait_for_leaders(pool, 30.0)
 
     try:
         asyncio.run(leaders())
     except ClusterOpsError as error:
-        _refuse(str(error), EXIT_UNAVAILABLE)
+        refuse(str(error), EXIT_UNAVAILABLE)
 
 
 def _signal_node(data_dir: str, node_id: int, sig: signal.Signals, verb: str) -> None:
     directory = Path(data_dir)
     if not pid_path(directory, node_id).exists():
-        _refuse(f"node {node_id} has no pid file in {directory.resolve()}", EXIT_REFUSED)
+        refuse(f"node {node_id} has no pid file in {directory.resolve()}", EXIT_REFUSED)
     result = stop_nodes(directory, [node_id], sig=sig)
     if result.not_running:
-        _refuse(f"node {node_id} was not running", EXIT_REFUSED)
+        refuse(f"node {node_id} was not running", EXIT_REFUSED)
     stdout_console().print(f"node {node_id} {verb}")
 
 
@@ -335,3 +309,51 @@ def node_stop(node_id: int, data_dir: str) -> None:
 def node_kill(node_id: int, data_dir: str) -> None:
     """kill -9 one node: no chance to clean up (chaos demos; nothing acknowledged is lost)."""
     _signal_node(data_dir, node_id, signal.SIGKILL, "killed (SIGKILL)")
+
+
+@click.command("drain", epilog=NODE_DRAIN_EPILOG)
+@_node_option
+@config_option
+@click.option("--deadline-s", type=click.FloatRange(min=0.1, max=3600), default=60.0,
+              show_default=True, help="Give up (exit 3, stuck shards named) after this long.")
+@json_option
+def node_drain(node_id: int, config_path: str, deadline_s: float, as_json: bool) -> None:
+    """Move every leadership off one node (before it stops; no cluster-state change).
+
+    Each shard goes to a caught-up replica in an active region by Raft leadership
+    transfer, each attempt bounded by an election timeout. For systemd ExecStop and the
+    Kubernetes preStop hook.
+    """
+    topology = load_config(config_path)
+    try:
+        topology.node(node_id)
+    except KeyError as error:
+        raise click.BadParameter(str(error.args[0]), param_hint="--node") from error
+    out = stdout_console()
+
+    def progress(event: TransferEvent) -> None:
+        if not as_json:
+            out.print(event.describe())
+
+    async def main() -> EvacuationResult:
+        async with AdminPool.for_topology(topology) as pool:
+            return await drain_node(pool, node_id, deadline_s=deadline_s, on_event=progress)
+
+    try:
+        result = asyncio.run(main())
+    except DrainRefused as error:
+        raise click.BadParameter(str(error), param_hint="--node") from error
+    if as_json:
+        print_json({"node_id": node_id, "done": result.done, "moved": len(result.moved),
+                    "attempts": result.attempts, "elapsed_s": round(result.elapsed_s, 3),
+                    "stuck": [s.to_json() for s in result.stuck]})  # fmt: skip
+    elif result.done:
+        out.print(f"node {node_id} leads nothing ({len(result.moved)} moved in "
+                  f"{result.elapsed_s:.2f} s)")  # fmt: skip
+    else:
+        left = len(result.stuck)
+        out.print(f"[red]deadline passed[/red]: {left} shards still led by node {node_id}:")
+        for stuck in result.stuck:
+            out.print(f"  {stuck.describe()}")
+    if not result.done:
+        raise SystemExit(EXIT_DEADLINE)

@@ -6,11 +6,15 @@ import click
 
 
 def register(group: click.Group) -> None:
+    from hongbao.cli.audit import audit
     from hongbao.cli.bench import bench
-    from hongbao.cli.cluster import cluster, node_kill, node_start, node_stop
+    from hongbao.cli.cluster import cluster, node_drain, node_kill, node_start, node_stop
     from hongbao.cli.demo import demo
     from hongbao.cli.envelope import envelope
     from hongbao.cli.node import node
+    from hongbao.cli.region import region
+    from hongbao.cli.request import request
+    from hongbao.cli.router import router
     from hongbao.cli.sim import sim
     from hongbao.cli.toxiproxy import toxiproxy
     from hongbao.cli.wallet import wallet
@@ -18,11 +22,15 @@ def register(group: click.Group) -> None:
     group.add_command(sim)
     group.add_command(demo)
     group.add_command(node)
-    for command in (node_start, node_stop, node_kill):
+    for command in (node_start, node_stop, node_kill, node_drain):
         if command.name not in node.commands:
             node.add_command(command)
     group.add_command(cluster)
+    group.add_command(region)
     group.add_command(wallet)
+    group.add_command(request)
+    group.add_command(audit)
     group.add_command(envelope)
     group.add_command(bench)
     group.add_command(toxiproxy)
+    group.add_command(router)

@@ -22,6 +22,7 @@ import asyncio
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from decimal import Decimal, InvalidOperation
@@ -282,11 +283,15 @@ def run_client(
     timeout_s: float,
     request_id: str | None = None,
 ) -> T:
-    """Load the topology, run ``work`` with a client, turn a HongbaoError into its exit."""
+    """Load the topology, run ``work`` with a client, turn a HongbaoError into its exit.
+
+    The client goes through the routers when the topology has ``[[routers]]`` (its own
+    region's first, failing over to another region's), else straight to the leaders.
+    """
     topology = load_config(config_path)
 
     async def main() -> T:
-        async with HongbaoClient(topology, ClientOptions(timeout_s=timeout_s)) as client:
+        async with HongbaoClient.for_target(topology, ClientOptions(timeout_s=timeout_s)) as client:
             return await work(client)
 
     try:
@@ -320,3 +325,15 @@ def take_request_id(request_id: str | None) -> str:
 
 def print_json(data: object) -> None:
     click.echo(json.dumps(data, sort_keys=True))
+
+
+def serve_process(what: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run a server process (``node run``, ``router run``) until it stops: bad or missing
+    certificates are a clear message, a port that cannot be bound exits 1."""
+    try:
+        asyncio.run(main())
+    except TlsError as error:
+        raise click.ClickException(f"{what}: {error}") from error
+    except OSError as error:
+        click.echo(f"{what}: {error}", err=True)
+        sys.exit(1)

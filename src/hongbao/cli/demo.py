@@ -2,8 +2,10 @@
 the deterministic simulator).
 
 A thin shell. The real story is :func:`hongbao.demo.live.run_live_demo`: three node
-processes on fresh 127.0.0.1 ports in a temporary directory, removed at the end, Ctrl-C
-included. The simulated one is :func:`hongbao.sim.demo.run_demo`.
+processes and three routers on fresh 127.0.0.1 ports in a temporary directory, removed at
+the end, Ctrl-C included; a client that goes through the routers; a city drained for
+maintenance under load and brought back; a city killed (kill -9) and brought back; the
+audits. The simulated one is :func:`hongbao.sim.demo.run_demo`.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ EXIT_INTERRUPTED = 130
               help="Seed of the story's random choices.")
 @config_option
 def demo(simulated: bool, seed: int, config_path: str) -> None:
-    """Three regions, one goes dark, the survivors keep committing, it comes back."""
+    """Three regions: one is drained and brought back, one goes dark and comes back, and no
+    money is lost (audited)."""
     out = Console(highlight=False, soft_wrap=True)
     if simulated:
         _simulated(out, seed)
@@ -48,7 +51,7 @@ def demo(simulated: bool, seed: int, config_path: str) -> None:
     try:
         result = run_live_demo(Path(config_path), say, seed=seed)
     except KeyboardInterrupt:
-        out.print("interrupted: the nodes were stopped and their data removed")
+        out.print("interrupted: the nodes and routers were stopped and their data removed")
         raise SystemExit(EXIT_INTERRUPTED) from None
     except (RuntimeError, TimeoutError, OSError) as error:
         out.print(f"[red]the demo failed[/red]: {error}", markup=True)

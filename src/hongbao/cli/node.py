@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from hongbao.cli.common import insecure_flag, security_options
-from hongbao.config.topology import TopologyError, load_topology
+from hongbao.cli.common import insecure_flag, security_options, serve_process
+from hongbao.config.topology import Topology, TopologyError, load_topology
 from hongbao.security.handshake_log import install_if_enabled
-from hongbao.security.tls import TlsError, insecure_problem
+from hongbao.security.tls import insecure_problem
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +57,7 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
         level=log_level.upper(),
         format=f"%(asctime)s node-{node_id} %(levelname)s %(name)s: %(message)s",
     )
-    try:
-        topology = load_topology(config_path)
-        topology.node(node_id)
-    except TopologyError as error:
-        raise click.ClickException(str(error)) from error
-    except KeyError as error:
-        raise click.ClickException(f"{config_path}: {error.args[0]}") from error
+    topology, topology_text = _load(config_path, node_id)
     insecure = insecure_flag()
     problem = insecure_problem(topology, insecure=insecure, starts_process=True)
     if problem is not None:
@@ -98,13 +90,23 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
             data_dir=Path(data_dir),
             durability=durability,
             runtime_limits=runtime_limits,
+            topology_toml=topology_text,
+            topology_source=str(Path(config_path).resolve()),
         )
         await server.serve_until_signal(announce)
 
+    serve_process(f"node {node_id}", main)
+
+
+def _load(config_path: str, node_id: int) -> tuple[Topology, str]:
+    """The topology and its text (Admin.Topology answers the very text the node started with)."""
     try:
-        asyncio.run(main())
-    except TlsError as error:
-        raise click.ClickException(f"node {node_id}: {error}") from error
-    except OSError as error:
-        click.echo(f"node {node_id}: {error}", err=True)
-        sys.exit(1)
+        topology = load_topology(config_path)
+        topology.node(node_id)
+        return topology, Path(config_path).read_text(encoding="utf-8")
+    except TopologyError as error:
+        raise click.ClickException(str(error)) from error
+    except KeyError as error:
+        raise click.ClickException(f"{config_path}: {error.args[0]}") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise click.ClickException(f"{config_path}: {error}") from error

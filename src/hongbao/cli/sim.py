@@ -41,6 +41,10 @@ JSON_COUNTERS = (
     "mid_ready_crashes",
     "two_voter_configs",
     "leader_self_removals",
+    "drains",
+    "drain_transfers",
+    "fallback_elections",
+    "takeback_checks",
 )
 FAILURES_SHOWN_MAX = 10
 

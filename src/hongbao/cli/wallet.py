@@ -27,6 +27,7 @@ from hongbao.cli.common import (
     timeout_option,
     yuan,
 )
+from hongbao.client.sdk import HongbaoClient
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
 
@@ -179,36 +180,65 @@ def _when(ts_ms: int) -> str:
     return datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+HISTORY_PAGES_MAX = 1_000
+"""``--all`` reads at most this many pages (of --limit postings each), then stops and
+prints the token to continue from: a walk is bounded like every other read."""
+
+
 @wallet.command("history")
 @click.argument("user")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True,
-              help="How many postings, newest first.")
+              help="How many postings per page, newest first.")
+@click.option("--page-token", default="",
+              help="Continue below the page that printed this token (its next page token).")
+@click.option("--all", "walk_all", is_flag=True,
+              help=f"Walk every page (at most {HISTORY_PAGES_MAX}), newest first.")
 @config_option
 @timeout_option
 @json_option
-def history(user: str, limit: int, config_path: str, timeout_s: float, as_json: bool) -> None:
-    """Show USER's journal, newest first."""
-    response = run_client(config_path, lambda c: c.history(user, limit), timeout_s=timeout_s)
+def history(
+    user: str, limit: int, page_token: str, walk_all: bool, config_path: str, timeout_s: float,
+    as_json: bool,
+) -> None:  # fmt: skip
+    """Show USER's journal, newest first; each posting's seq counts USER's postings from 1."""
+
+    async def pages(client: HongbaoClient) -> tuple[list[ledger_pb2.Posting], str]:
+        postings: list[ledger_pb2.Posting] = []
+        token = page_token
+        shard_id = client.user_shard(user)
+        for _ in range(HISTORY_PAGES_MAX if walk_all else 1):
+            request = ledger_pb2.HistoryRequest(user_id=user, limit=limit, page_token=token)
+            response = await client.call(shard_id, lambda s: s.wallet.History, request)
+            postings.extend(response.postings)
+            token = response.next_page_token
+            if not token:
+                break
+        return postings, token
+
+    postings, next_token = run_client(config_path, pages, timeout_s=timeout_s)
     if as_json:
-        print_json({"user_id": user, "postings": [
+        print_json({"user_id": user, "next_page_token": next_token, "postings": [
             {"seq": p.seq, "ts_ms": p.ts_ms, "kind": _KIND_NAMES.get(p.kind, str(p.kind)),
              "amount_fen": p.amount_fen, "balance_fen": p.balance_fen,
              "counterparty": p.counterparty, "ref": p.ref}
-            for p in response.postings
+            for p in postings
         ]})  # fmt: skip
         return
     table = Table(title=f"history of {user}")
     for column in ("seq", "when", "kind", "amount (yuan)", "balance (yuan)", "counterparty"):
         justify = "right" if column in ("seq", "amount (yuan)", "balance (yuan)") else "left"
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
-    for p in response.postings:
+    for p in postings:
         table.add_row(
             str(p.seq), _when(p.ts_ms), _KIND_NAMES.get(p.kind, str(p.kind)),
             format_fen(p.amount_fen), format_fen(p.balance_fen), p.counterparty,
         )  # fmt: skip
-    stdout_console().print(table)
-    if not response.postings:
-        stdout_console().print(f"no postings for {user}")
+    console = stdout_console()
+    console.print(table)
+    if not postings:
+        console.print(f"no postings for {user}")
+    if next_token:
+        console.print(f"next page: --page-token {next_token}", markup=False)
 
 
 def _freeze(

@@ -44,7 +44,7 @@ class RouterSpec:
 class RouterSettings:
     """``[router]``: every field is a bound (ms or a count) and named with its unit."""
 
-    forward_timeout_ms: int = 2_000  # one forwarded call to a node, at most
+    forward_timeout_ms: int = 2_000  # a node silent this long in a forwarded call is given up on
     request_timeout_ms: int = 10_000  # a client's request inside the router, retries included
     coalesce_wait_ms: int = 1  # concurrent single requests of one shard wait this long at most
     coalesce_batch_max: int = 200  # ...and are forwarded in batches of at most this many

@@ -248,6 +248,7 @@ def _parse(data: Mapping[str, object]) -> Topology:
             raise _Problem(f"shards[{position}].id", problem)
         seen[placement.shard_id] = position
         placements[placement.shard_id] = placement
+    routers = parse_routers(data, region_names, {n.address: f"node {n.node_id}" for n in nodes})
     return Topology(
         regions=regions,
         nodes=nodes,
@@ -256,10 +257,10 @@ def _parse(data: Mapping[str, object]) -> Topology:
         timing=_parse_timing(data),
         placements=tuple(placements),
         limits=_parse_limits(data),
-        tls=_parse_tls(data, nodes),
+        tls=_parse_tls(data, nodes, routers),
         certs_dir=_parse_certs_dir(data),
         runtime=_parse_runtime(data),
-        routers=parse_routers(data, region_names, {n.address: f"node {n.node_id}" for n in nodes}),
+        routers=routers,
         router=parse_router_settings(data),
         cluster_id=_parse_cluster_id(data),
     )
@@ -284,11 +285,15 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def _parse_tls(data: Mapping[str, object], nodes: Sequence[NodeSpec]) -> bool:
-    """``tls``; absent, true unless every node's host is loopback (secure by default)."""
+def _parse_tls(
+    data: Mapping[str, object], nodes: Sequence[NodeSpec], routers: Sequence[RouterSpec]
+) -> bool:
+    """``tls``; absent, true unless every node's and router's host is loopback (secure by
+    default: a router on a public address is as exposed as a node)."""
     value = data.get("tls")
     if value is None:
-        return not all(is_loopback_host(n.host) for n in nodes)
+        hosts = [n.host for n in nodes] + [r.host for r in routers]
+        return not all(is_loopback_host(host) for host in hosts)
     if not isinstance(value, bool):
         raise _Problem("tls", f"must be true or false, not {_type_name(value)} ({value!r})")
     return value

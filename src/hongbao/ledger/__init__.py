@@ -21,6 +21,7 @@ from hongbao.ledger.commands import Command as Command
 from hongbao.ledger.commands import Deliver as Deliver
 from hongbao.ledger.commands import Deposit as Deposit
 from hongbao.ledger.commands import ExpireEnvelopes as ExpireEnvelopes
+from hongbao.ledger.commands import Fence as Fence
 from hongbao.ledger.commands import Freeze as Freeze
 from hongbao.ledger.commands import GetAccount as GetAccount
 from hongbao.ledger.commands import GetHistory as GetHistory
@@ -93,6 +94,7 @@ __all__ = [
     "EnvelopeStatus",
     "ErrorClass",
     "ExpireEnvelopes",
+    "Fence",
     "Freeze",
     "GetAccount",
     "GetHistory",

@@ -255,10 +255,12 @@ def _post_wallet(
         invariant(not account.frozen, f"{user_id} is frozen and cannot pay out")
         invariant(spent_fen <= books.limits.daily_outgoing_max_fen, "daily limit overrun")
         account = replace(account, outgoing_day=books.day, outgoing_fen=spent_fen)
-    account = replace(account, balance_fen=balance_fen)
+    posting_seq = account.postings_last + 1
+    account = replace(account, balance_fen=balance_fen, postings_last=posting_seq)
     save(books.store, Table.ACCOUNTS, account_key(user_id), account)
     line = HistoryEntry(
-        seq=seq,
+        seq=posting_seq,
+        journal_seq=seq,
         at_ms=books.now_ms,
         kind=kind,
         ref=ref,
@@ -266,5 +268,5 @@ def _post_wallet(
         balance_fen=balance_fen,
         counterparty=other,
     )
-    save(books.store, Table.HISTORY, history_key(user_id, seq), line)
+    save(books.store, Table.HISTORY, history_key(user_id, posting_seq), line)
     books.state = replace(books.state, balances_fen=books.state.balances_fen + leg.delta_fen)

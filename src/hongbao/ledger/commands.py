@@ -150,8 +150,34 @@ class SetLimits:
     limits: Limits
 
 
+@registered("fence")
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What became of ``request_id``, asked on the shard of ``user_id`` (the user the
+    request was about): through the log, so the answer is final.
+
+    If the shard remembers the id, the answer is its first result (a refusal is a result
+    too). If not, the same apply remembers the id as *fenced* and answers "not applied";
+    from then on any command carrying the id is refused (REQUEST_FENCED), so a late retry
+    cannot make that answer false. A fenced id ages out of the idempotency window like any
+    other remembered id (``Limits.idempotency_retention_ms``): past it, the id is unknown
+    again. Asking twice gives the same answer and changes nothing the second time.
+    """
+
+    request_id: str
+    user_id: str
+
+
 ClientCommand: TypeAlias = (
-    Deposit | Withdraw | Transfer | Freeze | Unfreeze | SendEnvelope | GrabEnvelope | SetLimits
+    Deposit
+    | Withdraw
+    | Transfer
+    | Freeze
+    | Unfreeze
+    | SendEnvelope
+    | GrabEnvelope
+    | SetLimits
+    | Fence
 )
 SystemCommand: TypeAlias = ExpireEnvelopes | Deliver | Acknowledge
 Command: TypeAlias = ClientCommand | SystemCommand
@@ -187,8 +213,16 @@ class GetAccount:
 @registered("get_history")
 @dataclass(frozen=True, slots=True)
 class GetHistory:
+    """The newest ``limit`` lines of a statement below ``before_seq`` (0: the newest).
+
+    A page boundary is a per-wallet seq, not a position: lines that arrive while a client
+    pages get higher seqs, so walking down from one page's last seq returns every line
+    exactly once, however many arrive meanwhile.
+    """
+
     user_id: str
     limit: int
+    before_seq: int = 0
 
 
 @registered("show_envelope")

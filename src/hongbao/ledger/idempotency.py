@@ -8,7 +8,9 @@ command is refused (REQUEST_ID_REUSED) and the stored result stays. Beyond
 (a second table maps apply ordinal -> the shard clock then and the request id), but never
 one younger than ``Limits.idempotency_retention_ms``: a retry within that time always gets
 the first result. A retry that comes after its id was evicted is applied again, so the
-retention must exceed the clients' retry horizon. Lookups never write, so a retry leaves
+retention must exceed the clients' retry horizon. A *fenced* id (a request status that
+found nothing: :class:`~hongbao.ledger.commands.Fence`) is one more remembered id, and
+ages out the same way. Lookups never write, so a retry leaves
 the store byte-identical.
 """
 
@@ -33,21 +35,29 @@ commands instead of one unbounded apply."""
 class IdempotencyRecord:
     request_id: str
     ordinal: int  # apply order among remembered ids
-    fingerprint: str
+    fingerprint: str  # of the command, or FENCED_FINGERPRINT
     result: Result
+    command: str  # the codec tag of the command ("fence" for a fenced id)
+
+
+FENCED_FINGERPRINT = "fenced"
+"""The fingerprint of a fenced id: never a digest (those are 32 hex digits), so no command
+matches it and every later use of the id is refused (REQUEST_FENCED)."""
 
 
 def lookup(store: LedgerStore, request_id: str) -> IdempotencyRecord | None:
     return load(store, Table.IDEMPOTENCY, request_id.encode("ascii"), IdempotencyRecord)
 
 
-def remember(books: Books, *, request_id: str, fingerprint: str, result: Result) -> None:
+def remember(
+    books: Books, *, request_id: str, fingerprint: str, result: Result, command: str
+) -> None:
     """Store ``result`` as the answer to ``request_id`` and evict beyond the window."""
     key = request_id.encode("ascii")
     invariant(books.store.get(Table.IDEMPOTENCY, key) is None, f"{request_id} remembered twice")
     state = books.state
     ordinal = state.idempotency_ordinal_last + 1
-    record = IdempotencyRecord(request_id, ordinal, fingerprint, result)
+    record = IdempotencyRecord(request_id, ordinal, fingerprint, result, command)
     save(books.store, Table.IDEMPOTENCY, key, record)
     books.store.put(Table.IDEMPOTENCY_ORDER, u64(ordinal), u64(books.now_ms) + key)
     count = state.idempotency_count + 1

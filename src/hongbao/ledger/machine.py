@@ -9,12 +9,16 @@ transaction per group of committed entries, calls :func:`apply_entry` (or
 applied index and the state it describes always land together.
 
 Per command: stateless validation again (never trust the proposer), then the
-idempotency check for client commands, then the handler. A handler either refuses before
-writing anything, or completes; the books must balance after every command.
+idempotency check for client commands, then the handler. A :class:`Fence` (a request
+status) is the one client command that reads the idempotency table instead of being
+remembered in it under its own answer: it reports an id's first result, or fences it.
+A handler either refuses before writing anything, or completes; the books must balance
+after every command.
 """
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, replace
 
 from hongbao._invariant import invariant
@@ -27,7 +31,7 @@ from hongbao.ledger.books import (
     read_limits,
     read_state,
 )
-from hongbao.ledger.codec import CodecError
+from hongbao.ledger.codec import CodecError, tag_of
 from hongbao.ledger.commands import (
     Acknowledge,
     Batch,
@@ -35,6 +39,7 @@ from hongbao.ledger.commands import (
     Deliver,
     Deposit,
     ExpireEnvelopes,
+    Fence,
     Freeze,
     GetAccount,
     GetHistory,
@@ -62,11 +67,12 @@ from hongbao.ledger.records import (
     save,
     u64,
 )
-from hongbao.ledger.results import LimitsView, Ok, Rejected, Result
+from hongbao.ledger.results import FirstData, LimitsView, Ok, Rejected, RequestStatusView, Result
 from hongbao.ledger.sharding import SHARD_COUNT_MAX, is_request_id
 from hongbao.ledger.store import LedgerStore, Table
 from hongbao.ledger.validate import validate, validate_query
 
+FIRST_DATA_TYPES: tuple[type, ...] = typing.get_args(FirstData)
 APPLIED_INDEX_KEY = META_APPLIED_INDEX
 """Key of the applied index in :attr:`Table.META` (8 bytes, big-endian)."""
 
@@ -181,20 +187,63 @@ def _apply_command(books: Books, command: Command) -> Result:
         refusal = validate(command, books.limits)
         invariant(refusal is not None, "validate() let a malformed request id through")
         return refusal or Rejected(Reason.MALFORMED_REQUEST_ID, "malformed request id")
+    if isinstance(command, Fence):
+        return validate(command, books.limits) or _fence(books, command)
     command_print = fingerprint(command)
     prior = idempotency.lookup(books.store, command.request_id)
     if prior is not None:
         if prior.fingerprint == command_print:
             return prior.result  # a retry: the first answer, and nothing changes
+        if prior.fingerprint == idempotency.FENCED_FINGERPRINT:
+            return Rejected(
+                Reason.REQUEST_FENCED,
+                f"request id {command.request_id} was reported not applied: it is fenced",
+            )
         return Rejected(
             Reason.REQUEST_ID_REUSED,
             f"request id {command.request_id} was already used for a different command",
         )
     result = validate(command, books.limits) or _dispatch(books, command)
     idempotency.remember(
-        books, request_id=command.request_id, fingerprint=command_print, result=result
+        books,
+        request_id=command.request_id,
+        fingerprint=command_print,
+        result=result,
+        command=tag_of(type(command)),
     )
     return result
+
+
+def _fence(books: Books, command: Fence) -> Result:
+    """A request status: the id's first result, or fence the id now (see :class:`Fence`)."""
+    refusal = wallet.local_user(books, command.user_id)
+    if refusal is not None:
+        return refusal
+    request_id = command.request_id
+    prior = idempotency.lookup(books.store, request_id)
+    if prior is None:
+        fenced = Rejected(Reason.REQUEST_FENCED, f"request id {request_id} is fenced")
+        idempotency.remember(
+            books,
+            request_id=request_id,
+            fingerprint=idempotency.FENCED_FINGERPRINT,
+            result=fenced,
+            command=tag_of(Fence),
+        )
+    if prior is None or prior.fingerprint == idempotency.FENCED_FINGERPRINT:
+        return Ok(RequestStatusView(request_id, False, "", None, None))
+    first = prior.result
+    first_ok = first.data if isinstance(first, Ok) else None
+    invariant(first_ok is None or isinstance(first_ok, FIRST_DATA_TYPES), f"stored {first}")
+    return Ok(
+        RequestStatusView(
+            request_id,
+            True,
+            prior.command,
+            first_ok,  # type: ignore[arg-type]  # checked just above
+            first if isinstance(first, Rejected) else None,
+        )
+    )
 
 
 def _dispatch(books: Books, command: Command) -> Result:
@@ -217,6 +266,8 @@ def _dispatch(books: Books, command: Command) -> Result:
             return outbox.deliver(books, command)
         case Acknowledge():
             return outbox.acknowledge(books, command)
+        case Fence():
+            return _fence(books, command)
         case SetLimits():
             save(books.store, Table.META, META_LIMITS, command.limits)
             books.limits = command.limits
@@ -246,7 +297,7 @@ def query(store: LedgerStore, request: Query, *, now_ms: int = 0) -> Result:
         case GetAccount():
             return wallet.get_account_view(store, request.user_id)
         case GetHistory():
-            return wallet.get_history(store, request.user_id, request.limit)
+            return wallet.get_history(store, request.user_id, request.limit, request.before_seq)
         case ShowEnvelope():
             shard_id = read_identity(store).shard_id
             clock_ms = max(now_ms, shard_clock_ms(store))

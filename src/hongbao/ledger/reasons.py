@@ -47,6 +47,7 @@ class Reason(enum.StrEnum):
     ALREADY_GRABBED = "ALREADY_GRABBED"
     SEQUENCE_GAP = "SEQUENCE_GAP"
     HOLDINGS_LIMIT_EXCEEDED = "HOLDINGS_LIMIT_EXCEEDED"
+    REQUEST_FENCED = "REQUEST_FENCED"  # a request status answered "not applied" for the id
     # NOT_FOUND
     ACCOUNT_NOT_FOUND = "ACCOUNT_NOT_FOUND"
     ENVELOPE_NOT_FOUND = "ENVELOPE_NOT_FOUND"
@@ -66,6 +67,7 @@ _FAILED_PRECONDITION = frozenset(
         Reason.ALREADY_GRABBED,
         Reason.SEQUENCE_GAP,
         Reason.HOLDINGS_LIMIT_EXCEEDED,
+        Reason.REQUEST_FENCED,
     }
 )
 _NOT_FOUND = frozenset({Reason.ACCOUNT_NOT_FOUND, Reason.ENVELOPE_NOT_FOUND})

@@ -111,6 +111,9 @@ class Account:
     frozen: bool
     outgoing_day: int  # the UTC+8 day number ``outgoing_fen`` belongs to
     outgoing_fen: int  # money moved out by the user on ``outgoing_day``
+    # The seq of the wallet's newest statement line: its lines are numbered 1, 2, 3 ...
+    # in apply order, with no gap (the API's ``Posting.seq``; see :class:`HistoryEntry`).
+    postings_last: int = 0
 
 
 @registered("posting")
@@ -136,9 +139,16 @@ class JournalTx:
 @registered("history_entry")
 @dataclass(frozen=True, slots=True)
 class HistoryEntry:
-    """One line of a user's statement: a wallet's leg of a journal transaction."""
+    """One line of a user's statement: a wallet's leg of a journal transaction.
+
+    ``seq`` is the wallet's own numbering (1, 2, 3 ... with no gap, what ``ledger.proto``
+    promises a statement); ``journal_seq`` names the shard journal's transaction the line
+    is a leg of, which the deep audit checks it against. Both are assigned while a batch
+    applies, from counters in the log's state, so every replica numbers alike.
+    """
 
     seq: int
+    journal_seq: int
     at_ms: int
     kind: TxKind
     ref: str
@@ -226,9 +236,10 @@ def history_prefix(user_id: str) -> bytes:
     return user_id.encode("ascii") + SEPARATOR
 
 
-def history_key(user_id: str, journal_seq: int) -> bytes:
-    """Inverted seq: a forward scan of the user's prefix reads the newest lines first."""
-    return history_prefix(user_id) + u64(SEQ_MAX - journal_seq)
+def history_key(user_id: str, posting_seq: int) -> bytes:
+    """Inverted per-wallet seq: a forward scan of the user's prefix reads the newest lines
+    first, and starting at ``history_key(user, n)`` reads line n and the older ones."""
+    return history_prefix(user_id) + u64(SEQ_MAX - posting_seq)
 
 
 def journal_key(journal_seq: int) -> bytes:

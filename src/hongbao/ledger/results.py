@@ -129,6 +129,27 @@ class InboxPosition:
     seq: int  # the last seq applied from ``source_shard`` (0: none yet)
 
 
+FirstData: TypeAlias = AccountView | TransferReceipt | EnvelopeCreated | GrabReceipt | LimitsView
+"""What a client command's first result may carry (what a request status reports)."""
+
+
+@registered("request_status")
+@dataclass(frozen=True, slots=True)
+class RequestStatusView:
+    """The answer to a :class:`~hongbao.ledger.commands.Fence`: final once given.
+
+    ``applied``: the id's first result is ``first_ok`` or ``first_rejected`` (one of them),
+    of a command of codec tag ``command`` ("deposit", "transfer" ...). Not applied: the id
+    is fenced from now on, and ``command`` is empty.
+    """
+
+    request_id: str
+    applied: bool
+    command: str
+    first_ok: FirstData | None
+    first_rejected: Rejected | None
+
+
 ResultData: TypeAlias = (
     AccountView
     | TransferReceipt
@@ -141,6 +162,7 @@ ResultData: TypeAlias = (
     | HistoryView
     | EnvelopeView
     | InboxPosition
+    | RequestStatusView
 )
 
 

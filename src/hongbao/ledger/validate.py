@@ -16,6 +16,7 @@ from hongbao.ledger.commands import (
     Deliver,
     Deposit,
     ExpireEnvelopes,
+    Fence,
     Freeze,
     GetAccount,
     GetHistory,
@@ -31,7 +32,7 @@ from hongbao.ledger.commands import (
 )
 from hongbao.ledger.limits import AMOUNT_CEILING_FEN, Limits, limits_problem
 from hongbao.ledger.reasons import Reason
-from hongbao.ledger.records import EnvelopeKind
+from hongbao.ledger.records import SEQ_MAX, EnvelopeKind
 from hongbao.ledger.results import Rejected
 from hongbao.ledger.sharding import is_request_id, is_user_id, parse_envelope_id
 
@@ -50,7 +51,7 @@ def validate(command: Command, limits: Limits) -> Rejected | None:
             if problem is None and command.from_user_id == command.to_user_id:
                 problem = Rejected(Reason.SAME_ACCOUNT, "cannot transfer to the same account")
             return problem or _amount(command.amount_fen, limits.amount_max_fen)
-        case Freeze() | Unfreeze():
+        case Freeze() | Unfreeze() | Fence():
             return _user(command.user_id)
         case SendEnvelope():
             return _user(command.sender_user_id) or _envelope(command, limits)
@@ -80,7 +81,10 @@ def validate_query(query: Query, limits: Limits) -> Rejected | None:
         case GetAccount():
             return _user(query.user_id)
         case GetHistory():
-            return _user(query.user_id) or _limit(query.limit, limits.history_limit_max)
+            problem = _user(query.user_id) or _limit(query.limit, limits.history_limit_max)
+            if problem is None and not 0 <= query.before_seq <= SEQ_MAX:
+                problem = Rejected(Reason.INVALID_SEQUENCE, f"before_seq {query.before_seq}")
+            return problem
         case ShowEnvelope():
             return _envelope_id(query.envelope_id)
         case GetInboxSeq():

@@ -43,6 +43,7 @@ from hongbao.ledger.records import (
     HistoryEntry,
     TxKind,
     account_key,
+    history_key,
     history_prefix,
     load,
     row,
@@ -203,13 +204,17 @@ def get_account_view(store: LedgerStore, user_id: str) -> Result:
     return Ok(account_view(account, day_of(read_state(store).clock_ms)))
 
 
-def get_history(store: LedgerStore, user_id: str, limit: int) -> Result:
-    """The newest ``limit`` statement lines of ``user_id``, newest first."""
+def get_history(store: LedgerStore, user_id: str, limit: int, before_seq: int = 0) -> Result:
+    """The newest ``limit`` statement lines of ``user_id`` older than line ``before_seq``
+    (0: from the newest), newest first."""
     identity = read_identity(store)
     owner = shard_for_user(user_id, identity.shard_count)
     if owner != identity.shard_id:
         return Rejected(Reason.WRONG_SHARD, f"{user_id} lives on shard {owner}")
     if store.get(Table.ACCOUNTS, account_key(user_id)) is None:
         return Rejected(Reason.ACCOUNT_NOT_FOUND, f"{user_id} has no account")
-    rows = store.scan(Table.HISTORY, prefix=history_prefix(user_id), limit=limit)
+    if before_seq == 1:
+        return Ok(HistoryView(user_id, ()))  # line 1 is the oldest: nothing below it
+    start = history_key(user_id, before_seq - 1) if before_seq > 1 else b""
+    rows = store.scan(Table.HISTORY, prefix=history_prefix(user_id), start=start, limit=limit)
     return Ok(HistoryView(user_id, tuple(row(value, HistoryEntry) for _, value in rows)))

@@ -28,7 +28,8 @@ The hierarchy, with the reasons and codes of each class::
     ├── RefusedError            INSUFFICIENT_FUNDS, ACCOUNT_FROZEN,   FAILED_PRECONDITION
     │                           ENVELOPE_EXPIRED, ENVELOPE_EMPTY,
     │                           ALREADY_GRABBED, DAILY_LIMIT_EXCEEDED,
-    │                           CLUSTER_MISMATCH, REQUEST_FENCED
+    │                           CLUSTER_MISMATCH, REQUEST_FENCED,
+    │                           STALE_VERSION
     ├── RequestIdReusedError    REQUEST_ID_REUSED                     ALREADY_EXISTS
     ├── NotFoundError           NOT_FOUND                             NOT_FOUND
     └── InternalError           INTERNAL (outcome unknown)            INTERNAL
@@ -98,6 +99,7 @@ class ErrorReason(enum.StrEnum):
     NOT_FOUND = "NOT_FOUND"
     CLUSTER_MISMATCH = "CLUSTER_MISMATCH"
     REQUEST_FENCED = "REQUEST_FENCED"
+    STALE_VERSION = "STALE_VERSION"
     INTERNAL = "INTERNAL"
 
 
@@ -226,6 +228,7 @@ ERROR_TABLE: Final[Mapping[ErrorReason, ErrorRule]] = {
     _R.NOT_FOUND: ErrorRule(_C.NOT_FOUND, NotFoundError),
     _R.CLUSTER_MISMATCH: ErrorRule(_C.FAILED_PRECONDITION, RefusedError),
     _R.REQUEST_FENCED: ErrorRule(_C.FAILED_PRECONDITION, RefusedError),
+    _R.STALE_VERSION: ErrorRule(_C.FAILED_PRECONDITION, RefusedError),
     _R.INTERNAL: ErrorRule(_C.INTERNAL, InternalError),
 }
 """The one table: reason -> (gRPC status code, exception class)."""

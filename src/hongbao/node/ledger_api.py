@@ -7,12 +7,16 @@ they become API reasons, and an import-time check keeps it exhaustive.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from typing import TypeVar
 
 from hongbao._invariant import invariant
 from hongbao.ledger.commands import (
     Command,
     Deposit,
+    Fence,
     Freeze,
     GrabEnvelope,
     SendEnvelope,
@@ -29,9 +33,10 @@ from hongbao.ledger.results import (
     GrabReceipt,
     HistoryView,
     Rejected,
+    RequestStatusView,
     TransferReceipt,
 )
-from hongbao.node.errors import ErrorReason, HongbaoError, make_error
+from hongbao.node.errors import ErrorReason, HongbaoError, error_to_proto, make_error
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
 T = TypeVar("T")
@@ -64,6 +69,7 @@ REASON_TO_ERROR: dict[Reason, ErrorReason] = {
     R.ALREADY_GRABBED: E.ALREADY_GRABBED,
     R.SEQUENCE_GAP: E.INVALID_REQUEST,
     R.HOLDINGS_LIMIT_EXCEEDED: E.LIMIT_EXCEEDED,
+    R.REQUEST_FENCED: E.REQUEST_FENCED,
     R.ACCOUNT_NOT_FOUND: E.NOT_FOUND,
     R.ENVELOPE_NOT_FOUND: E.NOT_FOUND,
 }
@@ -131,6 +137,10 @@ def grab_command(request: ledger_pb2.GrabRequest) -> Command:
     return GrabEnvelope(request.request_id, request.envelope_id, request.user_id)
 
 
+def fence_command(request: ledger_pb2.RequestStatusRequest) -> Command:
+    return Fence(request.request_id, request.user_id)
+
+
 # -- results to responses -------------------------------------------------------------------
 
 
@@ -170,8 +180,62 @@ def grab_response(receipt: GrabReceipt) -> ledger_pb2.GrabResponse:
     )
 
 
+# -- history pages ---------------------------------------------------------------------------
+#
+# A page token is opaque to clients: urlsafe base64 (no padding) of a small versioned
+# struct, [version u8][user id length u8][user id][per-wallet seq u64], where the seq is
+# the last line of the page it continues (the next page holds the lines below it). It is
+# checked strictly (its one spelling, its version, its length, its user), so a token
+# never means something its server did not write.
+
+PAGE_TOKEN_VERSION = 1
+PAGE_TOKEN_CHARS_MAX = 128  # 1 + 1 + 64 + 8 bytes is 99 characters
+
+
+def page_token(user_id: str, last_seq: int) -> str:
+    user = user_id.encode("ascii")
+    invariant(len(user) <= 255 and last_seq > 0, f"no token for {user_id!r} at {last_seq}")
+    raw = bytes((PAGE_TOKEN_VERSION, len(user))) + user + last_seq.to_bytes(8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def history_before_seq(user_id: str, token: str) -> int:
+    """The seq a HistoryRequest's ``page_token`` continues below (0 for no token).
+
+    Raises INVALID_REQUEST for a malformed token or one of another user.
+    """
+    if not token:
+        return 0
+    if len(token) > PAGE_TOKEN_CHARS_MAX or not _TOKEN_CHARS.fullmatch(token):
+        raise invalid("page_token is malformed: not a token this server gave")
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    except (ValueError, binascii.Error):
+        raise invalid("page_token is malformed: not base64") from None
+    if len(raw) < 10 or raw[0] != PAGE_TOKEN_VERSION or len(raw) != 10 + raw[1]:
+        raise invalid("page_token is malformed: unknown version or length")
+    user, seq = raw[2:-8], int.from_bytes(raw[-8:], "big")
+    if seq < 1 or not user.isascii() or page_token(user.decode("ascii"), seq) != token:
+        raise invalid("page_token is malformed: not in its canonical form")
+    if user.decode("ascii") != user_id:
+        raise invalid("page_token belongs to another user's history")
+    return seq
+
+
+_TOKEN_CHARS = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def history_response(view: HistoryView) -> ledger_pb2.HistoryResponse:
-    return ledger_pb2.HistoryResponse(postings=[_posting(entry) for entry in view.entries])
+    """One page, newest first; a next token unless its last line is the wallet's first.
+
+    Lines are numbered 1..N without gaps, so "nothing older" is exactly "the last line
+    here is line 1" (or the page is empty): no look-ahead read is needed.
+    """
+    entries = view.entries
+    token = page_token(view.user_id, entries[-1].seq) if entries and entries[-1].seq > 1 else ""
+    return ledger_pb2.HistoryResponse(
+        postings=[_posting(entry) for entry in entries], next_page_token=token
+    )
 
 
 def _posting(entry: HistoryEntry) -> ledger_pb2.Posting:
@@ -234,3 +298,40 @@ def envelope_response(view: EnvelopeView) -> ledger_pb2.ShowResponse:
             expiry_pending=view.expiry_pending,
         )
     )
+
+
+# -- request status ------------------------------------------------------------------------
+
+
+def request_status_response(view: RequestStatusView) -> ledger_pb2.RequestStatusResponse:
+    """APPLIED with the first result in the shape of its request's answer, or NOT_APPLIED."""
+    if not view.applied:
+        return ledger_pb2.RequestStatusResponse(outcome=ledger_pb2.REQUEST_OUTCOME_NOT_APPLIED)
+    return ledger_pb2.RequestStatusResponse(
+        outcome=ledger_pb2.REQUEST_OUTCOME_APPLIED, result=first_result(view)
+    )
+
+
+def first_result(view: RequestStatusView) -> ledger_pb2.OperationResult:
+    """An applied id's first result as an OperationResult (empty for a SetLimits)."""
+    if view.first_rejected is not None:
+        error = rejected_error(view.first_rejected)
+        return ledger_pb2.OperationResult(error=error_to_proto(error))
+    data = view.first_ok
+    pb = ledger_pb2
+    match data:
+        case AccountView() if view.command == "deposit":
+            return pb.OperationResult(deposit=pb.DepositResponse(balance_fen=data.balance_fen))
+        case AccountView() if view.command == "withdraw":
+            return pb.OperationResult(withdraw=pb.WithdrawResponse(balance_fen=data.balance_fen))
+        case AccountView() if view.command == "freeze":
+            return pb.OperationResult(freeze=pb.FreezeResponse(frozen=data.frozen))
+        case AccountView() if view.command == "unfreeze":
+            return pb.OperationResult(unfreeze=pb.UnfreezeResponse(frozen=data.frozen))
+        case TransferReceipt():
+            return pb.OperationResult(transfer=transfer_response(data))
+        case EnvelopeCreated():
+            return pb.OperationResult(send=send_response(data))
+        case GrabReceipt():
+            return pb.OperationResult(grab=grab_response(data))
+    return pb.OperationResult()  # SetLimits: its answer has no place in OperationResult

@@ -36,6 +36,7 @@ from hongbao.ledger.results import (
     HistoryView,
     Ok,
     Rejected,
+    RequestStatusView,
     ResultData,
     TransferReceipt,
 )
@@ -204,7 +205,9 @@ class WalletServicer(ledger_pb2_grpc.WalletServicer):
         return api.balance_response(api.expect(data, AccountView))
 
     async def history(self, request: ledger_pb2.HistoryRequest) -> ledger_pb2.HistoryResponse:
-        query = GetHistory(request.user_id, request.limit or HISTORY_LIMIT_DEFAULT)
+        before_seq = api.history_before_seq(request.user_id, request.page_token)
+        limit = request.limit or HISTORY_LIMIT_DEFAULT
+        query = GetHistory(request.user_id, limit, before_seq)
         data = await self.front.read(query, stale_ok=request.stale_ok)
         return api.history_response(api.expect(data, HistoryView))
 
@@ -215,6 +218,16 @@ class WalletServicer(ledger_pb2_grpc.WalletServicer):
     async def unfreeze(self, request: ledger_pb2.UnfreezeRequest) -> ledger_pb2.UnfreezeResponse:
         view = api.expect(await self.front.mutate(api.unfreeze_command(request)), AccountView)
         return ledger_pb2.UnfreezeResponse(frozen=view.frozen)
+
+    async def request_status(
+        self, request: ledger_pb2.RequestStatusRequest
+    ) -> ledger_pb2.RequestStatusResponse:
+        """Through the log (a Fence): the answer is final, and NOT_APPLIED fences the id."""
+        data = await self.front.mutate(api.fence_command(request))
+        return api.request_status_response(api.expect(data, RequestStatusView))
+
+    async def RequestStatus(self, request, context):  # type: ignore[no-untyped-def]
+        return await _answer(self.front.inflight, context, lambda: self.request_status(request))
 
     async def Deposit(self, request, context):  # type: ignore[no-untyped-def]
         return await _answer(self.front.inflight, context, lambda: self.deposit(request))

@@ -48,11 +48,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from hongbao.config.topology import META_GROUP_ID
 from hongbao.ledger.codec import CodecError as LedgerCodecError
 from hongbao.ledger.codec import decode
 from hongbao.ledger.records import META_APPLIED_INDEX, META_IDENTITY, ShardIdentity
 from hongbao.ledger.snapshot import SnapshotError, parse
 from hongbao.ledger.store import Table
+from hongbao.meta.machine import snapshot_problem as meta_snapshot_problem
 from hongbao.raft.types import LOCAL_MESSAGE_TYPES, ConfState, Message, MessageType, Role
 
 log = logging.getLogger(__name__)
@@ -305,6 +307,8 @@ def snapshot_problem(shard_id: int, message: Message) -> str | None:
     snapshot = message.snapshot
     if snapshot is None:
         return "a SNAP without its snapshot"
+    if shard_id == META_GROUP_ID:  # the meta group's snapshot is not a ledger's
+        return meta_snapshot_problem(snapshot.data, snapshot.meta.index)
     try:
         tables = parse(snapshot.data)
         meta_rows = dict(tables[Table.META])

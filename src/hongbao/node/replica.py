@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
-from hongbao.ledger.commands import Command
-from hongbao.ledger.results import Result
 from hongbao.node.errors import ErrorReason, HongbaoError, make_error
+from hongbao.node.state_machine import GroupMachine
 from hongbao.node.storage import LmdbLogStorage
 from hongbao.raft.core import RaftCore
 from hongbao.raft.types import LogIndex, Term
@@ -23,8 +23,10 @@ from hongbao.raft.types import LogIndex, Term
 
 @dataclass(slots=True)
 class PendingCommand:
-    command: Command
-    future: asyncio.Future[Result]
+    """A command for the group's machine (a ledger Command, or a meta SetRegion)."""
+
+    command: object
+    future: asyncio.Future[Any]
 
 
 @dataclass(slots=True)
@@ -32,7 +34,7 @@ class InflightEntry:
     """A proposed entry: its commands' futures wait until index ``index`` is applied."""
 
     term: Term
-    futures: list[asyncio.Future[Result]]
+    futures: list[asyncio.Future[Any]]
 
 
 @dataclass(slots=True)
@@ -45,9 +47,12 @@ class PendingRead:
 
 @dataclass
 class ShardReplica:
+    """One group's replica: a ledger shard, or the meta group (``shard_id`` is the group id)."""
+
     shard_id: int
     core: RaftCore
     log: LmdbLogStorage
+    machine: GroupMachine
     pending: deque[PendingCommand] = field(default_factory=deque)
     inflight: dict[LogIndex, InflightEntry] = field(default_factory=dict)
     reads_unsent: list[PendingRead] = field(default_factory=list)
@@ -64,7 +69,7 @@ class ShardReplica:
         while self.pending:
             _resolve_error(self.pending.popleft().future, error)
 
-    def resolve_applied(self, index: LogIndex, term: Term, results: tuple[Result, ...]) -> None:
+    def resolve_applied(self, index: LogIndex, term: Term, results: tuple[object, ...]) -> None:
         entry = self.inflight.pop(index, None)
         if entry is None:
             return
@@ -116,6 +121,6 @@ class ShardReplica:
         self.reads_confirmed = still_waiting
 
 
-def _resolve_error(future: asyncio.Future[Result], error: HongbaoError) -> None:
+def _resolve_error(future: asyncio.Future[Any], error: HongbaoError) -> None:
     if not future.done():
         future.set_exception(error)

@@ -27,19 +27,23 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from hongbao._invariant import invariant
-from hongbao.config.topology import Topology
-from hongbao.ledger import machine
-from hongbao.ledger.commands import Batch, Command, encode_batch
+from hongbao.config.topology import META_GROUP_ID, Topology
+from hongbao.ledger.commands import Command
 from hongbao.ledger.limits import Limits
 from hongbao.ledger.results import Result
 from hongbao.ledger.store import LedgerStore
+from hongbao.meta.machine import MetaMachine, MetaResult
+from hongbao.meta.state import ClusterState, SetRegion
+from hongbao.node import snapshots
+from hongbao.node.cluster_guard import cluster_id_of
 from hongbao.node.errors import ErrorReason, HongbaoError, LeaderHint, make_error
 from hongbao.node.peer_guard import RefusalLog, step_checked
 from hongbao.node.replica import InflightEntry, PendingCommand, PendingRead, ShardReplica
 from hongbao.node.runtime_limits import RuntimeLimits as RuntimeLimits  # re-exported
+from hongbao.node.state_machine import machine_for
 from hongbao.node.storage import LmdbLogStorage, NodeEnv, WriteBatch
 from hongbao.raft.config import RaftConfig
 from hongbao.raft.core import RaftCore
@@ -62,18 +66,14 @@ class NodeRuntime:
         limits: RuntimeLimits | None = None,
         ledger_limits: Limits | None = None,
         clock_ms: Callable[[], int] | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         self.topology = topology
         self.node_id = node_id
         self.env = env
         self.limits = limits or topology.runtime  # the file's [runtime]
         self.ledger_limits = ledger_limits
-        # The ledger refuses a whole entry of more than batch_commands_max commands
-        # (deterministically, on every replica): never pack one.
-        self.commands_per_entry_max = min(
-            self.limits.commands_per_entry_max,
-            (ledger_limits or Limits()).batch_commands_max,
-        )
+        self.cluster_id = cluster_id if cluster_id is not None else cluster_id_of(topology)
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.tick_s = topology.timing.tick_ms / 1000
         self.replicas: dict[int, ShardReplica] = {}
@@ -89,25 +89,34 @@ class NodeRuntime:
         self._rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.stats = {"cycles": 0, "entries_applied": 0, "commands_applied": 0, "dropped": 0}
         self.refusals = RefusalLog()  # peer input refused, by reason and sender (peer_guard)
-        for shard_id in topology.shards_on(node_id):
-            self.replicas[shard_id] = self._open_replica(shard_id)
+        # Every Raft group hosted here (ledger shards, and the meta group if this node has
+        # a replica of it) is in ``groups`` and driven alike; ``replicas`` holds the ledger
+        # shards only, so code that routes client work or polls outboxes never sees the
+        # meta group.
+        self.groups: dict[int, ShardReplica] = {}
+        for group_id in topology.groups_on(node_id):
+            self.groups[group_id] = self._open_replica(group_id)
+        self.replicas = {g: r for g, r in self.groups.items() if g != META_GROUP_ID}
+        self.meta: ShardReplica | None = self.groups.get(META_GROUP_ID)
+        self.campaign_allowed = True
+        state = self.meta_state()
+        if state is not None and not state.may_lead(topology.region_of(node_id)):
+            self.set_campaign_allowed(False)  # restarted while draining: stay out of office
 
     # -- start-up ------------------------------------------------------------------------
 
     def _open_replica(self, shard_id: int) -> ShardReplica:
+        group_machine = machine_for(
+            self.topology, shard_id, cluster_id=self.cluster_id, limits=self.ledger_limits
+        )
         voters = frozenset(NodeId(n) for n in self.topology.replicas_of(shard_id))
         log_storage = LmdbLogStorage(self.env, shard_id, conf_state=ConfState(voters=voters))
         with self.env.write_batch(sync=True) as batch:
             store = batch.ledger_store(shard_id)
-            if not machine.is_initialised(store):
-                machine.init_shard(
-                    store,
-                    shard_id=shard_id,
-                    shard_count=self.topology.shard_count,
-                    limits=self.ledger_limits,
-                )
+            if not group_machine.is_initialised(store):
+                group_machine.init(store)
         with self.env.ledger_reader(shard_id) as reader:
-            applied = machine.applied_index(reader)
+            applied = group_machine.applied_index(reader)
         timing = self.topology.timing
         config = RaftConfig(
             node_id=NodeId(self.node_id),
@@ -118,7 +127,7 @@ class NodeRuntime:
         )
         seed = self._rng_seed(shard_id)
         core = RaftCore(config, log_storage, random.Random(seed))
-        replica = ShardReplica(shard_id=shard_id, core=core, log=log_storage)
+        replica = ShardReplica(shard_id=shard_id, core=core, log=log_storage, machine=group_machine)
         replica.snapshot_index = log_storage.snapshot().meta.index
         return replica
 
@@ -151,7 +160,7 @@ class NodeRuntime:
         self._stopping = True
         self._wakeup.set()
         error = make_error(ErrorReason.UNAVAILABLE, "the node is shutting down")
-        for replica in self.replicas.values():
+        for replica in self.groups.values():
             replica.fail_pending(error)
             replica.fail_reads(error)
             for entry in replica.inflight.values():
@@ -163,27 +172,47 @@ class NodeRuntime:
             replica.inflight.clear()
 
     def _campaign_home_shards(self) -> None:
-        """Shards whose home is this node start an election at once (active-active)."""
-        for shard_id, replica in self.replicas.items():
+        """Groups whose home is this node start an election at once (active-active).
+
+        Only at a group's birth (term 0), and not while this node's region may not lead
+        (draining or drained): a restarted node must not take its leaderships straight
+        back before it has caught up.
+        """
+        if not self.campaign_allowed:
+            return
+        for shard_id, replica in self.groups.items():
+            if replica.core.term > 0:
+                # A returning replica earns its leadership back (TiKV #15874): it follows
+                # whoever leads now, and `region start` / `cluster balance` move leaders
+                # home once it has caught up. Only a group's first election starts here.
+                continue
             if self.topology.home_leader_of(shard_id) == self.node_id:
                 replica.core.campaign()
+
+    def set_campaign_allowed(self, allowed: bool) -> None:
+        """Allow or forbid every replica of this node to seek leadership (region state)."""
+        self.campaign_allowed = allowed
+        for replica in self.groups.values():
+            setter = getattr(replica.core, "set_campaign_allowed", None)
+            if setter is not None:
+                setter(allowed)
 
     def wake(self) -> None:
         self._wakeup.set()
 
     def deliver(self, shard_id: int, message: Message) -> None:
-        if shard_id not in self.replicas or len(self._inbound) >= self.limits.inbound_messages_max:
+        if shard_id not in self.groups or len(self._inbound) >= self.limits.inbound_messages_max:
             self.stats["dropped"] += 1
             return
         self._inbound.append((shard_id, message))
         self._wakeup.set()
 
     def unreachable(self, peer_id: int) -> None:
-        for replica in self.replicas.values():
+        for replica in self.groups.values():
             replica.core.report_unreachable(NodeId(peer_id))
 
     def snapshot_done(self, shard_id: int, peer_id: int, *, ok: bool) -> None:
-        replica = self.replicas.get(shard_id)
+        replica = self.groups.get(shard_id)
         if replica is not None:
             replica.core.report_snapshot(NodeId(peer_id), ok=ok)
             self._wakeup.set()
@@ -193,14 +222,14 @@ class NodeRuntime:
         self.stats["cycles"] += 1
         self._step_inbound()
         for _ in range(ticks):
-            for replica in self.replicas.values():
+            for replica in self.groups.values():
                 replica.core.tick()
-        for replica in self.replicas.values():
+        for replica in self.groups.values():
             self._propose_pending(replica)
             self._start_reads(replica)
         readies = [
             (replica, replica.core.ready())
-            for replica in self.replicas.values()
+            for replica in self.groups.values()
             if replica.core.has_ready()
         ]
         if not readies:
@@ -219,7 +248,7 @@ class NodeRuntime:
     def _step_inbound(self) -> None:
         for _ in range(min(len(self._inbound), self.limits.inbound_per_cycle_max)):
             shard_id, message = self._inbound.popleft()
-            step_checked(self.replicas[shard_id].core, shard_id, message, self.refusals)
+            step_checked(self.groups[shard_id].core, shard_id, message, self.refusals)
         if self._inbound:
             self._wakeup.set()  # more next cycle
 
@@ -228,19 +257,57 @@ class NodeRuntime:
     def submit(self, shard_id: int, command: Command) -> asyncio.Future[Result]:
         """Queue ``command`` on the leader of ``shard_id``; the future gets its result.
 
-        Raises NOT_LEADER (with a hint) or OVERLOADED at once when it cannot be queued.
+        Raises NOT_LEADER (with a hint), UNAVAILABLE (a leader cut off from its quorum) or
+        OVERLOADED at once when it cannot be queued.
         """
-        replica = self._replica(shard_id)
+        future: asyncio.Future[Result] = self._submit(self._replica(shard_id), command)
+        return future
+
+    def submit_meta(self, command: SetRegion) -> asyncio.Future[MetaResult]:
+        """Queue ``command`` on this node's meta replica, which must lead the meta group."""
+        if self.meta is None:
+            raise make_error(
+                ErrorReason.NOT_LEADER,
+                f"node {self.node_id} has no replica of the meta group",
+                leader_hint=self._hint(META_GROUP_ID, None),
+                shard_id=META_GROUP_ID,
+            )
+        future: asyncio.Future[MetaResult] = self._submit(self.meta, command)
+        return future
+
+    def _submit(self, replica: ShardReplica, command: object) -> asyncio.Future[Any]:
+        shard_id = replica.shard_id
         if self._stopping:
             raise make_error(ErrorReason.UNAVAILABLE, "the node is shutting down")
-        if not replica.is_leader:
-            raise self.not_leader(shard_id)
+        self._check_leads(replica)
         if len(replica.pending) >= self.limits.pending_commands_per_shard_max:
             raise make_error(ErrorReason.OVERLOADED, "too many queued commands", shard_id=shard_id)
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        # A client that gave up (its deadline passed) no longer awaits the future: an
+        # exception set on it later (a new leader took the slot) must not be logged as
+        # "Future exception was never retrieved", an ERROR nobody has anything to do about.
+        future.add_done_callback(_consume_exception)
         replica.pending.append(PendingCommand(command, future))
         self._wakeup.set()
         return future
+
+    def _check_leads(self, replica: ShardReplica) -> None:
+        """NOT_LEADER unless this replica leads; UNAVAILABLE if it leads cut off a quorum.
+
+        A leader that has not heard from a quorum within an election timeout can commit
+        nothing until it hears again or CheckQuorum deposes it: answer at once so the
+        caller fails over, instead of hanging to its deadline.
+        """
+        if not replica.is_leader:
+            raise self.not_leader(replica.shard_id)
+        quorum_active = getattr(replica.core, "quorum_active", None)
+        if quorum_active is not None and not quorum_active():
+            raise make_error(
+                ErrorReason.UNAVAILABLE,
+                f"node {self.node_id} leads {_group_name(replica.shard_id)} but is cut off"
+                " from a quorum",
+                shard_id=replica.shard_id,
+            )
 
     def _propose_pending(self, replica: ShardReplica) -> None:
         if not replica.pending:
@@ -250,14 +317,17 @@ class NodeRuntime:
             return
         if len(replica.inflight) >= self.limits.inflight_entries_per_shard_max:
             return  # backpressure: wait for applies
+        per_entry_max = min(
+            self.limits.commands_per_entry_max, replica.machine.commands_per_entry_max
+        )
         taken: list[PendingCommand] = []
-        while replica.pending and len(taken) < self.commands_per_entry_max:
+        while replica.pending and len(taken) < per_entry_max:
             item = replica.pending.popleft()
             if not item.future.done():  # the client may have given up already
                 taken.append(item)
         if not taken:
             return
-        data = encode_batch(Batch(ts_ms=self.clock_ms(), commands=tuple(c.command for c in taken)))
+        data = replica.machine.encode_entry(self.clock_ms(), [c.command for c in taken])
         try:
             index, term = replica.core.propose(data)
         except ProposalDropped as dropped:
@@ -286,16 +356,19 @@ class NodeRuntime:
     # -- reads ---------------------------------------------------------------------------
 
     def read_barrier(self, shard_id: int) -> asyncio.Future[int]:
-        """Resolves once this leader may serve a linearizable read of ``shard_id``."""
-        replica = self._replica(shard_id)
+        """Resolves once this leader may serve a linearizable read of ``shard_id``.
+
+        ``shard_id`` may be the meta group (``META_GROUP_ID``): a linearizable ClusterState.
+        """
+        replica = self.groups.get(shard_id) or self._replica(shard_id)
         if self._stopping:
             raise make_error(ErrorReason.UNAVAILABLE, "the node is shutting down")
-        if not replica.is_leader:
-            raise self.not_leader(shard_id)
+        self._check_leads(replica)
         pending_count = len(replica.reads_unsent) + len(replica.reads_confirmed)
         if pending_count >= self.limits.pending_reads_per_shard_max:
             raise make_error(ErrorReason.OVERLOADED, "too many pending reads", shard_id=shard_id)
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_consume_exception)  # see _submit
         replica.reads_unsent.append(PendingRead(future))
         self._wakeup.set()
         return future
@@ -323,11 +396,21 @@ class NodeRuntime:
         with self.env.ledger_reader(shard_id) as store:
             return function(store)
 
+    def meta_state(self) -> ClusterState | None:
+        """The cluster state as this node's meta replica has applied it (None: no replica)."""
+        if self.meta is None:
+            return None
+        meta_machine = self.meta.machine
+        invariant(isinstance(meta_machine, MetaMachine), "the meta group runs a MetaMachine")
+        assert isinstance(meta_machine, MetaMachine)
+        with self.env.ledger_reader(META_GROUP_ID) as store:
+            return meta_machine.state(store)
+
     # -- persist, send, apply ------------------------------------------------------------
 
     def _persist_and_apply(
         self, readies: list[tuple[ShardReplica, Ready]]
-    ) -> list[tuple[ShardReplica, int, int, tuple[Result, ...]]]:
+    ) -> list[tuple[ShardReplica, int, int, tuple[object, ...]]]:
         """Persist every Ready, then apply every committed entry: ONE write transaction.
 
         One transaction, not two: with ``Durability.FSYNC`` every LMDB commit pays an
@@ -344,33 +427,12 @@ class NodeRuntime:
         with self.env.write_batch(sync=must_sync) as batch:
             for replica, ready in readies:
                 if ready.snapshot is not None:
-                    self._install_snapshot(batch, replica, ready)
+                    snapshots.install(batch, replica, ready)
                 if ready.entries:
                     replica.log.append(list(ready.entries), txn=batch)
                 if ready.hard_state is not None:
                     replica.log.set_hard_state(ready.hard_state, txn=batch)
             return self._apply(batch, readies)
-
-    def _install_snapshot(self, batch: WriteBatch, replica: ShardReplica, ready: Ready) -> None:
-        """The log and the ledger tables switch to the snapshot in one transaction."""
-        snapshot = ready.snapshot
-        invariant(snapshot is not None, "install without a snapshot")
-        assert snapshot is not None
-        replica.log.apply_snapshot(snapshot, txn=batch)
-        store = batch.ledger_store(replica.shard_id)
-        machine.restore(store, snapshot.data)
-        invariant(
-            machine.applied_index(store) == snapshot.meta.index,
-            "a snapshot's ledger image must be as of its index",
-        )
-        replica.snapshot_index = snapshot.meta.index
-        replica.fail_inflight_up_to(snapshot.meta.index)
-        log.info(
-            "shard %d: installed a snapshot at index %d, term %d",
-            replica.shard_id,
-            snapshot.meta.index,
-            snapshot.meta.term,
-        )
 
     def _send_messages(self, replica: ShardReplica, ready: Ready) -> None:
         for message in ready.messages:
@@ -378,21 +440,21 @@ class NodeRuntime:
 
     def _apply(
         self, batch: WriteBatch, readies: list[tuple[ShardReplica, Ready]]
-    ) -> list[tuple[ShardReplica, int, int, tuple[Result, ...]]]:
-        """Apply the committed entries inside ``batch``; each shard's applied index with them."""
-        outcomes: list[tuple[ShardReplica, int, int, tuple[Result, ...]]] = []
+    ) -> list[tuple[ShardReplica, int, int, tuple[object, ...]]]:
+        """Apply the committed entries inside ``batch``; each group's applied index with them."""
+        outcomes: list[tuple[ShardReplica, int, int, tuple[object, ...]]] = []
         for replica, ready in readies:
             if not ready.committed_entries:
                 continue
             store = batch.ledger_store(replica.shard_id)
             for entry in ready.committed_entries:
                 if entry.type is EntryType.CONF_CHANGE:
-                    machine.set_applied_index(store, entry.index)
+                    replica.machine.set_applied_index(store, entry.index)
                     continue
-                applied = machine.apply_entry(store, index=entry.index, data=entry.data)
-                outcomes.append((replica, entry.index, entry.term, applied.results))
+                results = replica.machine.apply_entry(store, entry.index, entry.data)
+                outcomes.append((replica, entry.index, entry.term, results))
                 self.stats["entries_applied"] += 1
-                self.stats["commands_applied"] += len(applied.results)
+                self.stats["commands_applied"] += len(results)
         return outcomes
 
     def _after_advance(self, replica: ShardReplica, ready: Ready) -> None:
@@ -412,28 +474,15 @@ class NodeRuntime:
             replica.fail_reads(error)
 
     def _maybe_snapshot(self) -> None:
-        for replica in self.replicas.values():
+        for replica in self.groups.values():
             applied = replica.core.applied_index
             if applied - replica.snapshot_index < self.limits.snapshot_interval_entries:
                 continue
             self.snapshot_now(replica)
 
     def snapshot_now(self, replica: ShardReplica) -> None:
-        """Snapshot the shard at its applied index and compact the log behind it."""
-        applied = replica.core.applied_index
-        if applied <= replica.snapshot_index:
-            return
-        with self.env.ledger_reader(replica.shard_id) as reader:
-            invariant(machine.applied_index(reader) == applied, "ledger behind the core")
-            data = machine.dump(reader)
-        with self.env.write_batch(sync=False) as batch:
-            replica.log.create_snapshot(
-                index=applied, conf_state=replica.core.applied_conf_state, data=data, txn=batch
-            )
-            compact_to = applied - self.limits.trailing_entries
-            if compact_to >= replica.log.first_index():
-                replica.log.compact(compact_to, txn=batch)
-        replica.snapshot_index = applied
+        """Snapshot the group at its applied index and compact the log behind it."""
+        snapshots.snapshot_now(self.env, replica, self.limits.trailing_entries)
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -463,9 +512,9 @@ class NodeRuntime:
 
     def not_leader(self, shard_id: int, why: str = "", leader_hint: int = 0) -> HongbaoError:
         """NOT_LEADER, naming the leader to try (a transfer's target while one runs)."""
-        replica = self.replicas.get(shard_id)
+        replica = self.groups.get(shard_id)
         leader = leader_hint or (int(replica.core.leader_id) if replica is not None else 0)
-        message = why or f"node {self.node_id} does not lead shard {shard_id}"
+        message = why or f"node {self.node_id} does not lead {_group_name(shard_id)}"
         return make_error(
             ErrorReason.NOT_LEADER,
             message,
@@ -481,5 +530,15 @@ class NodeRuntime:
         return LeaderHint(0, self.topology.node(home).address)
 
     def leader_of(self, shard_id: int) -> int:
-        replica = self.replicas.get(shard_id)
+        replica = self.groups.get(shard_id)
         return int(replica.core.leader_id) if replica is not None else 0
+
+
+def _group_name(group_id: int) -> str:
+    return "the meta group" if group_id == META_GROUP_ID else f"shard {group_id}"
+
+
+def _consume_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
+

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
@@ -23,6 +22,9 @@ from grpc_reflection.v1alpha import reflection
 
 from hongbao.config.topology import Topology
 from hongbao.node.admin import AdminServicer
+from hongbao.node.cluster_follow import ClusterFollower
+from hongbao.node.cluster_guard import ClusterIdInterceptor
+from hongbao.node.cluster_guard import cluster_id_of as cluster_id_of  # re-exported
 from hongbao.node.courier import Courier
 from hongbao.node.errors import HongbaoError, abort_async
 from hongbao.node.ledger_service import add_ledger_services, deliver
@@ -48,6 +50,7 @@ from hongbao.security.tls import TlsFiles, node_files
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 2.0
+FIRST_STATE_READ_S = 1.0  # at start: how long to wait for the cluster state, at most
 SERVICE_NAMES = (
     ledger_pb2.DESCRIPTOR.services_by_name["Wallet"].full_name,
     ledger_pb2.DESCRIPTOR.services_by_name["Envelopes"].full_name,
@@ -59,21 +62,8 @@ CLIENT_SERVICE_NAMES = SERVICE_NAMES[:3]
 """What reflection lists: the ledger services only, never Peer or Admin."""
 
 
-def cluster_id_of(topology: Topology) -> str:
-    """The file's ``cluster_id``, or a name derived from the cluster's shape.
-
-    Every replica of the meta group is initialised with it; nodes of another cluster
-    refuse our peer streams and requests that carry another id.
-    """
-    if topology.cluster_id:
-        return topology.cluster_id
-    shape = ";".join(f"{n.node_id}@{n.address}/{n.region}" for n in topology.nodes)
-    shape += f";shards={topology.shard_count};rf={topology.replication_factor}"
-    return hashlib.blake2b(shape.encode(), digest_size=8).hexdigest()
-
-
 def _core_of(runtime: NodeRuntime, shard_id: int) -> CoreView | None:
-    replica = runtime.replicas.get(shard_id)
+    replica = runtime.groups.get(shard_id)  # the meta group's messages are checked alike
     return None if replica is None else replica.core
 
 
@@ -116,7 +106,7 @@ class Transport:
     ) -> None:
         topology = runtime.topology
         peers: set[int] = set()
-        for shard_id in runtime.replicas:
+        for shard_id in runtime.groups:
             peers.update(int(n) for n in topology.replicas_of(shard_id))
         peers.discard(runtime.node_id)
         self.senders = {
@@ -154,10 +144,15 @@ class NodeServer:
         durability: Durability = Durability.FSYNC,
         runtime_limits: RuntimeLimits | None = None,
         transport_limits: TransportLimits | None = None,
+        topology_toml: str = "",
+        topology_source: str = "",
     ) -> None:
         self.topology = topology
         self.node_id = node_id
         self.spec = topology.node(node_id)
+        self.topology_toml = topology_toml  # the file's text, for Admin.Topology
+        self.topology_source = topology_source
+        self.cluster_id = cluster_id_of(topology)
         self.env = NodeEnv(data_dir / f"node-{node_id}", durability=durability)
         self.runtime = NodeRuntime(
             topology=topology,
@@ -165,9 +160,9 @@ class NodeServer:
             env=self.env,
             limits=runtime_limits,
             ledger_limits=topology.limits,
+            cluster_id=self.cluster_id,
         )
         self.transport_limits = transport_limits or TransportLimits()
-        self.cluster_id = cluster_id_of(topology)
         # TLS (topology.tls): this node's certificate serves, dials peers, and the role
         # interceptor decides who may call what. Raises TlsError when the files are bad.
         self.tls: TlsFiles | None = node_files(topology, node_id) if topology.tls else None
@@ -178,6 +173,12 @@ class NodeServer:
         self.courier.cluster_id = self.cluster_id
         self.courier.credentials = dial
         self.health = health.aio.HealthServicer()
+        self.follower = ClusterFollower(
+            self.runtime,
+            client_services=CLIENT_SERVICE_NAMES,
+            health_servicer=self.health,
+            credentials=dial,
+        )
         self.refusals = self.runtime.refusals  # refused peer messages, by reason and sender
         timing = topology.timing
         self.guard = PeerGuard(
@@ -191,10 +192,12 @@ class NodeServer:
             options=server_options(limits),
             interceptors=[
                 *([RoleInterceptor()] if self.tls is not None else []),
+                ClusterIdInterceptor(self.cluster_id),
                 DecodeErrorInterceptor(),
             ],
         )
         self._tasks: list[asyncio.Task[None]] = []
+        self.peer_servicer: PeerServicer | None = None  # set by _add_services
         self.restarts: list[int] = []  # one element per restart of a background task
 
     def _add_services(self) -> None:
@@ -213,7 +216,14 @@ class NodeServer:
         if self.tls is not None:
             peer_servicer.binding = PeerBinding(self.topology)
         peer_pb2_grpc.add_PeerServicer_to_server(peer_servicer, self.server)
-        admin_pb2_grpc.add_AdminServicer_to_server(AdminServicer(runtime), self.server)
+        self.peer_servicer = peer_servicer  # stop() waits for its streams (transport.py)
+        admin = AdminServicer(
+            runtime,
+            follower=self.follower,
+            topology_toml=self.topology_toml,
+            topology_source=self.topology_source,
+        )
+        admin_pb2_grpc.add_AdminServicer_to_server(admin, self.server)
         add_ledger_services(self.server, runtime)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -229,12 +239,17 @@ class NodeServer:
         if port == 0:
             raise OSError(f"cannot listen on {self.spec.address}")
         await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        # Before the runtime campaigns at home: a node of a draining region must not take
+        # its leaderships back on a restart (one bounded read; the loop below follows on).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.follower.poll_once(), FIRST_STATE_READ_S)
         self._spawn(self.runtime.run())  # critical: nothing works without the loop
         for peer_id, sender in self.transport.senders.items():
             self._spawn_restarting(f"node {self.node_id}: stream to node {peer_id}", sender.run)
         self._spawn_restarting(f"node {self.node_id}: courier", self.courier.run)
-        for name in ("", *SERVICE_NAMES):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._spawn_restarting(f"node {self.node_id}: cluster state", self.follower.run)
         security = f"mutual TLS as {self.tls.identity.uri}" if self.tls else "WITHOUT TLS"
         log.info("node %d serving on %s, %s", self.node_id, self.spec.address, security)
 
@@ -267,6 +282,8 @@ class NodeServer:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.server.stop(SHUTDOWN_GRACE_S)
+        if self.peer_servicer is not None:  # no CancelledError tracebacks at exit
+            await self.peer_servicer.wait_calls_closed()
         self.env.close()
         log.info("node %d stopped", self.node_id)
 

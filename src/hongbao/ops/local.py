@@ -118,6 +118,7 @@ class LocalCluster:
         self.no_fsync = no_fsync
         self.node_args = list(node_args)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.routers: dict[int, subprocess.Popen[bytes]] = {}  # router id -> its process
 
     @property
     def node_ids(self) -> list[int]:
@@ -215,15 +216,87 @@ class LocalCluster:
         return process.returncode
 
     def stop_all(self) -> None:
+        for router_id in list(self.routers):
+            self.stop_router(router_id)
         for node_id in list(self.processes):
             self.stop(node_id)
 
+    # -- routers (``hongbao router run``), children like the nodes ------------------------
+
+    @property
+    def router_ids(self) -> list[int]:
+        return [r.router_id for r in self.topology.routers]
+
+    def router_log_path(self, router_id: int) -> Path:
+        return self.data_dir / f"router-{router_id}.log"
+
+    def start_routers(self, router_ids: Iterable[int] | None = None) -> None:
+        """Start the topology's routers (or the ones named) and wait until they serve."""
+        ids = list(router_ids) if router_ids is not None else self.router_ids
+        for router_id in ids:
+            if router_id in self.routers and self.routers[router_id].poll() is None:
+                raise ClusterError(f"router {router_id} is already running")
+            spec = self.topology.router_spec(router_id)
+            ready = self.data_dir / f"router-{router_id}.ready"
+            ready.unlink(missing_ok=True)
+            command = [
+                sys.executable, "-m", "hongbao.cli", "router", "run",
+                "--config", str(self.config_path),
+                "--region", spec.region,
+                "--router-id", str(router_id),
+                "--ready-file", str(ready),
+                *insecure_args(self.topology),
+            ]  # fmt: skip
+            with self.router_log_path(router_id).open("ab") as log:
+                self.routers[router_id] = subprocess.Popen(
+                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                )  # fmt: skip
+        for router_id in ids:
+            self._wait_router(router_id)
+
+    def _wait_router(self, router_id: int) -> None:
+        ready = self.data_dir / f"router-{router_id}.ready"
+        process = self.routers[router_id]
+        wait_until(
+            lambda: ready.exists() or process.poll() is not None,
+            READY_TIMEOUT_S,
+            f"router {router_id} to start",
+        )
+        if process.poll() is not None:
+            text = self.router_log_path(router_id).read_text(errors="replace")
+            tail = "\n".join(text.splitlines()[-30:])
+            raise ClusterError(f"router {router_id} exited ({process.returncode}):\n{tail}")
+
+    def router_running(self, router_id: int) -> bool:
+        process = self.routers.get(router_id)
+        return process is not None and process.poll() is None
+
+    def kill_router(self, router_id: int) -> None:
+        process = self.routers[router_id]
+        if process.poll() is None:
+            process.kill()
+        process.wait(STOP_TIMEOUT_S)
+
+    def stop_router(self, router_id: int) -> int:
+        """SIGTERM, and wait; kill after STOP_TIMEOUT_S. Returns the exit code."""
+        process = self.routers[router_id]
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(STOP_TIMEOUT_S)
+        return process.returncode
+
     def close(self) -> None:
         """Kill whatever is still running (used on every exit path)."""
-        for process in self.processes.values():
+        everything = [*self.routers.values(), *self.processes.values()]
+        for process in everything:
             if process.poll() is None:
                 process.kill()
-        for process in self.processes.values():
+        for process in everything:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(STOP_TIMEOUT_S)
 

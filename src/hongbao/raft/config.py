@@ -22,6 +22,9 @@ class DeliberateBugs:
     leader_removes_itself_from_two: bool = False  # a two-voter group can lose its leader
     conf_state_from_unapplied_snapshot: bool = False  # applied_conf_state before the Ready
     stale_vote_unanswered: bool = False  # a VOTE of an older term gets no answer
+    # Issue 7: the two halves of campaign gating, each broken.
+    campaign_while_draining: bool = False  # set_campaign_allowed(False) is ignored (#66103)
+    no_campaign_fallback: bool = False  # a draining replica never campaigns: no liveness
 
     @property
     def any(self) -> bool:
@@ -45,6 +48,10 @@ class RaftConfig:
     uncommitted_bytes_max: int = 64 << 20
     committed_bytes_per_ready_max: int = 8 << 20
     pending_reads_max: int = 4096
+    # While campaigning is not allowed (set_campaign_allowed(False): a draining region), a
+    # replica still campaigns after this many consecutive election timeouts without hearing
+    # any leader: it may be the only replica able to lead (liveness beats placement).
+    campaign_fallback_timeouts: int = 3
     bugs: DeliberateBugs = field(default_factory=DeliberateBugs)
 
     def validate(self) -> None:
@@ -95,6 +102,12 @@ class RaftConfig:
             )
         if self.applied_index < 0:
             problems.append("applied_index must be >= 0")
+        if not 1 <= self.campaign_fallback_timeouts <= _FALLBACK_TIMEOUTS_MAX:
+            problems.append(
+                f"campaign_fallback_timeouts must be in [1, {_FALLBACK_TIMEOUTS_MAX}], got "
+                f"{self.campaign_fallback_timeouts} (0 would make a draining replica campaign "
+                "at once; a huge value would leave a group leaderless for that long)"
+            )
         if problems:
             raise ValueError("invalid raft config: " + "; ".join(problems))
 
@@ -110,10 +123,12 @@ _LIMIT_FIELDS = (
     "pending_reads_max",
 )
 _LIMIT_MAX = 1 << 40
+_FALLBACK_TIMEOUTS_MAX = 1000
 _COUNT_FIELDS = (
     "node_id",
     "election_timeout_ticks",
     "heartbeat_interval_ticks",
     "applied_index",
+    "campaign_fallback_timeouts",
     *_LIMIT_FIELDS,
 )

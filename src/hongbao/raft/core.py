@@ -47,6 +47,7 @@ class RaftCore(Elections, ReadPath):
     # -- public API: inputs --------------------------------------------------------------
 
     def tick(self) -> None:
+        self._ticks_total += 1
         if self.role is Role.LEADER:
             self._tick_heartbeat()
         else:
@@ -252,6 +253,7 @@ class RaftCore(Elections, ReadPath):
         if m.type in (MT.APP, MT.HEARTBEAT, MT.SNAP):
             self._election_elapsed_ticks = 0
             self.leader_id = m.from_
+            self._heard_from_leader()
             if m.type is MT.APP:
                 self._handle_append(m)
             elif m.type is MT.HEARTBEAT:
@@ -259,7 +261,9 @@ class RaftCore(Elections, ReadPath):
             else:
                 self._handle_snapshot(m)
         elif m.type is MT.TIMEOUT_NOW:
-            self._campaign(_Campaign.TRANSFER)
+            if self._campaign_allowed or self.config.bugs.campaign_while_draining:
+                # A draining replica refuses a transfer to it (#66103).
+                self._campaign(_Campaign.TRANSFER)
         elif m.type is MT.TRANSFER_LEADER and self.leader_id != NONE:
             self._send(MT.TRANSFER_LEADER, to=self.leader_id, from_=m.from_, term=0)
         elif m.type is MT.READ_INDEX_RESP:
@@ -362,6 +366,8 @@ class RaftCore(Elections, ReadPath):
             if m.from_ in self.conf_state.voters:
                 self._handle_transfer_leader(m.from_)
         elif m.from_ in self._progress:
+            if m.type in (MT.APP_RESP, MT.HEARTBEAT_RESP):
+                self._heard_from_voter(m.from_)
             self._step_leader_response(m, self._progress[m.from_])
 
     def _step_leader_response(self, m: Message, progress: Progress) -> None:

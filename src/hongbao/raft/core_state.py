@@ -84,6 +84,13 @@ class CoreState:
         self._heartbeat_elapsed_ticks = 0
         self._election_timeout_randomized_ticks = 0
         self._votes: dict[NodeId, bool] = {}
+        # Campaign gating (a draining region, CockroachDB #66103): see Elections.
+        self._campaign_allowed = True
+        self._timeouts_without_leader = 0  # consecutive election timeouts, no leader heard
+        # Ticks since start (never reset) and, on a leader, the tick each voter was last
+        # heard from in this term: what quorum_active() reads.
+        self._ticks_total = 0
+        self._heard_at_tick: dict[NodeId, int] = {}
         self._progress: dict[NodeId, Progress] = {}
         self._leader_transferee: NodeId = NONE
         # Times the transfer alone: sharing the CheckQuorum counter would let a stream of
@@ -189,6 +196,7 @@ class CoreState:
         self._leader_transferee = NONE
         self._transfer_elapsed_ticks = 0
         self._votes = {}
+        self._heard_at_tick = {}
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly(self.config.pending_reads_max)
         self._reads_before_commit = []

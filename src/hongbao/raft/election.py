@@ -5,6 +5,14 @@ configuration in force, no snapshot pending); it grants a vote only to an up-to-
 once per term; and it answers every vote request of an older term with its own term, so
 that a candidate that fell behind learns the term and can catch up (the Raft paper's
 rule: "reply false if term < currentTerm").
+
+Campaign gating (CockroachDB #66103): a replica of a draining region must not take
+leadership back while another caught-up replica exists, even when its log is the longest
+(its vote requests would win). While campaigning is not allowed, its election timeout
+starts no (pre-)campaign, ``campaign()`` is a no-op and MsgTimeoutNow is ignored; it still
+votes and follows. Liveness beats placement: after ``campaign_fallback_timeouts``
+consecutive election timeouts without hearing any leader, it campaigns anyway, since it
+may be the only replica able to lead (the others' logs too short, or they are down).
 """
 
 from __future__ import annotations
@@ -33,13 +41,83 @@ class _VoteResult(enum.Enum):
 class Elections(CoreState):
     """The election half of the core: everything that decides who leads which term."""
 
+    # -- public API: campaign gating and the leader's view of its quorum -----------------
+
+    @property
+    def campaign_allowed(self) -> bool:
+        return self._campaign_allowed
+
+    def set_campaign_allowed(self, allowed: bool) -> None:
+        """Allow or forbid this replica to seek leadership (see the module docstring).
+
+        Forbidding does not depose a current leader: moving leadership out is the
+        drain's job (a transfer), which this only keeps from being undone. It does end a
+        campaign in progress (the replica returns to follower in the same term, keeping
+        its vote), so that a drain cannot be followed by the drained replica winning an
+        election it had started a moment before.
+        """
+        was_allowed = self._campaign_allowed
+        self._campaign_allowed = allowed
+        if was_allowed and not allowed and self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            self._become_follower(self.term, NONE)
+
+    def quorum_active(self) -> bool:
+        """True on a leader that heard from a quorum of voters (itself included) within the
+        last election timeout: what CheckQuorum tracks. False on any other role.
+
+        Why: a leader cut off from its quorum still believes it leads until CheckQuorum
+        deposes it (up to two election timeouts); work sent to it meanwhile can only hang
+        until the caller's deadline. The runtime asks this to refuse such work at once.
+        """
+        if self.role is not Role.LEADER:
+            return False
+        voters = self.conf_state.voters
+        window_ticks = self.config.election_timeout_ticks
+        heard = sum(
+            1
+            for node in voters
+            if node == self.node_id
+            or (
+                node in self._heard_at_tick
+                and self._ticks_total - self._heard_at_tick[node] <= window_ticks
+            )
+        )
+        return heard >= len(voters) // 2 + 1
+
+    def _heard_from_voter(self, node: NodeId) -> None:
+        """A leader got a response of its own term from ``node`` (see quorum_active)."""
+        self._heard_at_tick[node] = self._ticks_total
+
+    def _heard_from_leader(self) -> None:
+        self._timeouts_without_leader = 0
+
+    # -- timers --------------------------------------------------------------------------
+
     def _tick_election(self) -> None:
         self._election_elapsed_ticks += 1
         if not self._promotable():
             return
         if self._election_elapsed_ticks >= self._election_timeout_randomized_ticks:
             self._election_elapsed_ticks = 0
+            # Bounded: only compared with campaign_fallback_timeouts (<= 1000).
+            self._timeouts_without_leader = min(
+                self._timeouts_without_leader + 1, self.config.campaign_fallback_timeouts
+            )
+            if not self._may_campaign_on_timeout():
+                # Its lease on the old leader has lapsed too: forget the leader, so that it
+                # grants (pre-)votes to a replica that may campaign.
+                self.leader_id = NONE
+                self._reset_randomized_election_timeout()
+                return
             self._step(Message(MT.HUP, from_=self.node_id))
+
+    def _may_campaign_on_timeout(self) -> bool:
+        bugs = self.config.bugs
+        if self._campaign_allowed or bugs.campaign_while_draining:
+            return True
+        if bugs.no_campaign_fallback:
+            return False
+        return self._timeouts_without_leader >= self.config.campaign_fallback_timeouts
 
     def _become_pre_candidate(self) -> None:
         invariant(self.role is not Role.LEADER, "a leader cannot become a pre-candidate")
@@ -57,9 +135,13 @@ class Elections(CoreState):
 
     def _become_leader(self) -> None:
         invariant(self.role is Role.CANDIDATE, "only a candidate becomes leader")
+        granted = sorted(n for n, g in self._votes.items() if g and n != self.node_id)
         self._reset(self.term)
         self.leader_id = self.node_id
         self.role = Role.LEADER
+        for voter in granted:  # a vote of this term is a response heard just now
+            self._heard_from_voter(voter)
+        self._heard_from_leader()  # itself: a later fallback counts from here
         own = self._progress.get(self.node_id)
         if own is not None:
             own.become_replicate()
@@ -171,8 +253,11 @@ class Elections(CoreState):
             self._send(MT.VOTE_RESP, to=m.from_, term=self.term, reject=True)
 
     def _handle_hup(self) -> None:
+        """An explicit campaign() or an election timeout that _tick_election let through."""
         if self.role is Role.LEADER:
             return
+        if not self._may_campaign_on_timeout():
+            return  # campaign(): a draining replica takes no leadership (#66103)
         if self.config.pre_vote:
             self._campaign(_Campaign.PRE_ELECTION)
         else:

@@ -13,7 +13,7 @@ Without TLS there is no certificate and nothing here applies (``--insecure`` sai
 
 from __future__ import annotations
 
-from hongbao.config.topology import Topology
+from hongbao.config.topology import META_GROUP_ID, Topology
 from hongbao.proto.gen.hongbao.v1 import peer_pb2, raft_pb2
 from hongbao.security.identity import Identity
 
@@ -26,6 +26,8 @@ class PeerBinding:
             placement.shard_id: frozenset(int(n) for n in placement.replicas)
             for placement in topology.placements
         }
+        # The meta group is a Raft group like a shard, on the first node of each region.
+        self._replicas[META_GROUP_ID] = frozenset(int(n) for n in topology.meta_replicas)
 
     def replicates(self, node_id: int, shard_id: int) -> bool:
         replicas = self._replicas.get(shard_id)

@@ -40,7 +40,9 @@ class TlsError(RuntimeError):
 
 
 def all_loopback(topology: Topology) -> bool:
-    return all(is_loopback_host(n.host) for n in topology.nodes)
+    """Every process of the topology (nodes and routers) listens on a loopback address."""
+    hosts = [n.host for n in topology.nodes] + [r.host for r in topology.routers]
+    return all(is_loopback_host(host) for host in hosts)
 
 
 def insecure_problem(topology: Topology, *, insecure: bool, starts_process: bool) -> str | None:

@@ -44,6 +44,7 @@ class ViolationKind(enum.Enum):
     STALE_READ = "stale-read"
     MEMBERSHIP = "membership"
     LIVENESS = "liveness"
+    DRAIN_TAKEBACK = "drain-takeback"  # a draining replica took leadership back too soon
     CRASH = "crash"  # the core or the runtime raised (an invariant broke inside)
 
 
@@ -102,6 +103,19 @@ class Checker:
             self.leaders_by_term[term] = node
             return True
         return False
+
+    def on_blocked_election(
+        self, node: NodeId, *, term: Term, silent_ticks: int, fallback_ticks: int
+    ) -> None:
+        """A replica that may not campaign won ``term``: only its fallback allows that, and
+        the fallback needs ``fallback_ticks`` without hearing a leader (CockroachDB
+        #66103: a draining replica must not take leadership back)."""
+        if silent_ticks < fallback_ticks:
+            raise Violation(
+                ViolationKind.DRAIN_TAKEBACK,
+                f"node {node} may not campaign but won term {term} {silent_ticks} ticks "
+                f"after it last heard a leader (its fallback needs {fallback_ticks})",
+            )
 
     def on_down(self, node: NodeId) -> None:
         """``node`` crashed: it leads nothing any more, and its log may have shrunk."""

@@ -75,6 +75,12 @@ class Cluster:
         self.listeners: list[OutcomeListener] = []
         self.crash_listeners: list[Callable[[NodeId], None]] = []
         self._last_role: dict[NodeId, tuple[Role, int, NodeId]] = {}
+        # Replicas of draining regions: the runtime re-applies this at every restart, as a
+        # real node does from the replicated cluster state.
+        self._campaign_blocked: set[NodeId] = set()
+        # The tick each node last heard a leader (or led, or restarted): a replica that
+        # may not campaign must stay silent that long before its fallback lets it win.
+        self._heard_leader_tick: dict[NodeId, int] = dict.fromkeys(ids, 0)
 
     # -- views -----------------------------------------------------------------------------
 
@@ -92,6 +98,20 @@ class Cluster:
         """The live leader of the highest term, if any (what a well-informed client finds)."""
         leaders = self.leaders()
         return max(leaders, key=lambda n: n.live_core().term) if leaders else None
+
+    def campaign_allowed(self, node_id: NodeId) -> bool:
+        return node_id not in self._campaign_blocked
+
+    def set_campaign_allowed(self, node_id: NodeId, allowed: bool) -> None:
+        if allowed:
+            self._campaign_blocked.discard(node_id)
+        else:
+            self._campaign_blocked.add(node_id)
+        node = self.nodes[node_id]
+        if node.alive:
+            node.live_core().set_campaign_allowed(allowed)
+        self._trace.emit(self.now, node_subject(node_id), "campaign",
+                         f"allowed={int(allowed)}")
 
     def trace_phase(self, name: str) -> None:
         self._trace.emit(self.now, "sim", "phase", f"name={name}")
@@ -166,7 +186,10 @@ class Cluster:
                              _describe(due.flight) + reason)
         if dropped is None and target is not None:
             self._stats.messages_delivered += 1
-            target.live_core().step(message)
+            core = target.live_core()
+            if message.type in _FROM_A_LEADER and message.term >= core.term:
+                self._heard_leader_tick[target.node_id] = self.now
+            core.step(message)
             if message.type is MessageType.SNAP:
                 # Between a snapshot's arrival and its Ready the core's configuration
                 # history is replaced while the state machine is still the old one.
@@ -244,6 +267,17 @@ class Cluster:
         if self.checker.on_role(node_id, term=core.term, is_leader=is_leader,
                                 log=node.disk.volatile):
             self._stats.elections += 1
+            if node_id in self._campaign_blocked:
+                self._stats.fallback_elections += 1
+                self.checker.on_blocked_election(
+                    node_id,
+                    term=core.term,
+                    silent_ticks=self.now - self._heard_leader_tick[node_id],
+                    fallback_ticks=core.config.campaign_fallback_timeouts
+                    * self.config.election_timeout_ticks,
+                )
+        if is_leader:
+            self._heard_leader_tick[node_id] = self.now
             self._trace.emit(self.now, node_subject(node_id), "leader",
                              f"term={core.term} last={core.last_index} commit={core.commit_index}")
         self.checker.on_commit(node_id, term=core.term, commit_index=core.commit_index,
@@ -271,6 +305,9 @@ class Cluster:
     def restart(self, node_id: NodeId) -> None:
         node = self.nodes[node_id]
         restored = node.start()
+        self._heard_leader_tick[node_id] = self.now  # a fresh core counts from zero
+        if node_id in self._campaign_blocked:
+            node.live_core().set_campaign_allowed(False)
         self._stats.restarts += 1
         if restored is not None:
             self.checker.on_restore(node_id, restored)
@@ -278,6 +315,9 @@ class Cluster:
         self._trace.emit(self.now, node_subject(node_id), "restart",
                          f"last={storage.last_index()} applied={node.machine.applied_index}")
         self.settle(node)
+
+
+_FROM_A_LEADER = (MessageType.APP, MessageType.HEARTBEAT, MessageType.SNAP)
 
 
 def _describe_message(message: Message) -> str:

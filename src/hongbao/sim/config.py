@@ -73,6 +73,10 @@ class FaultRates:
     stale_replay_messages_max: int = 4
     # Crash a node at a point inside its next Ready's handling (node.CrashPoint).
     mid_ready_crash_weight: int = 1
+    # Drain or undrain a region: its replicas may not campaign (RaftCore.
+    # set_campaign_allowed), and a leader there is moved out (see draining.py). When it is
+    # positive the run also ends with a take-back check after the liveness phase.
+    drain_weight: int = 0
 
 
 @dataclass(frozen=True, slots=True)

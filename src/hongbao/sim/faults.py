@@ -22,6 +22,7 @@ from collections.abc import Callable
 from hongbao.raft.types import NodeId
 from hongbao.sim.cluster import Cluster
 from hongbao.sim.config import FaultRates
+from hongbao.sim.draining import Drains
 from hongbao.sim.network import Link, LinkFault
 from hongbao.sim.node import CrashPoint, SimNode
 from hongbao.sim.stats import RunStats
@@ -56,6 +57,11 @@ class FaultInjector:
             (self.replay_stale, rates.stale_replay_weight),
             (self.crash_mid_ready, rates.mid_ready_crash_weight),
         ]
+        # Draining regions (draining.py): only when asked for, so other runs draw the same.
+        self.drains: Drains | None = None
+        if rates.drain_weight > 0:
+            self.drains = Drains(rng=rng, cluster=cluster, stats=stats, trace=trace)
+            weighted.append((self.drains.toggle, rates.drain_weight))
         self._leader_since: dict[tuple[NodeId, int], int] = {}  # (node, term) -> first tick seen
         self._actions = [action for action, weight in weighted if weight > 0]
         self._weights = [weight for _, weight in weighted if weight > 0]

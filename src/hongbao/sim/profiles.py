@@ -148,6 +148,20 @@ def no_prevote_profile() -> SimConfig:
     )
 
 
+def draining_profile() -> SimConfig:
+    """Regions drained and undrained at random (their replicas may not campaign, a leader
+    there hands over), frequent transfers (some aimed at a draining replica, which must
+    ignore them), crashes and partitions; ends with the take-back check (draining.py)."""
+    return SimConfig(
+        workload=WorkloadRates(transfer_probability=0.04),
+        faults=FaultRates(
+            fault_probability_per_tick=0.08,
+            drain_weight=6,
+            isolate_leader_weight=3,
+        ),
+    )
+
+
 PROFILES = {
     "default": default_profile,
     "figure8": figure8_profile,
@@ -157,6 +171,7 @@ PROFILES = {
     "two-voters": two_voters_profile,
     "tight-limits": tight_limits_profile,
     "no-prevote": no_prevote_profile,
+    "draining": draining_profile,
 }
 
 

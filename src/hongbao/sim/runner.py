@@ -8,7 +8,8 @@ of a core or the runtime ends the run as a violation too: an invariant broke ins
 Phases (TigerBeetle's VOPR): ``safety_ticks`` ticks with faults and the full workload;
 then every partition heals, background loss stops and crashed nodes restart; within
 ``liveness_ticks_max`` ticks a leader must commit a fresh probe write (the time this takes
-is ``ticks_to_recover``) and every member must apply every acknowledged write.
+is ``ticks_to_recover``) and every member must apply every acknowledged write. Runs with
+draining regions add a take-back check at the end (``draining.py``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from hongbao.raft.types import NodeId
 from hongbao.sim.checker import Checker, Violation, ViolationKind
 from hongbao.sim.cluster import Cluster
 from hongbao.sim.config import SimConfig
+from hongbao.sim.draining import Drains
 from hongbao.sim.faults import FaultInjector
 from hongbao.sim.stats import RunStats
 from hongbao.sim.trace import Trace
@@ -67,7 +69,11 @@ def run_seed(seed: int, config: SimConfig, trace: TraceOptions = TraceOptions())
         try:
             _safety_phase(cluster, faults, workload, config)
             faults.heal_everything()
-            stats.ticks_to_recover = _liveness_phase(cluster, workload, checker, config, log)
+            stats.ticks_to_recover = _liveness_phase(cluster, workload, checker, config, log,
+                                                     faults.drains)
+            if faults.drains is not None:
+                cluster.trace_phase("takeback")
+                faults.drains.check_takeback(config.liveness_ticks_max)
         finally:
             tick = cluster.now
     except Violation as found:
@@ -101,19 +107,32 @@ def _safety_phase(
 
 
 def _liveness_phase(
-    cluster: Cluster, workload: Workload, checker: Checker, config: SimConfig, log: Trace
+    cluster: Cluster,
+    workload: Workload,
+    checker: Checker,
+    config: SimConfig,
+    log: Trace,
+    drains: Drains | None = None,
 ) -> int:
-    """Ticks from healing until a probe write commits; raises unless all converge in time."""
+    """Ticks from healing until a probe write commits; raises unless all converge in time.
+
+    With draining regions, recovery also needs the leader to be one that may campaign
+    (the drain moves it out), unless no live voter may.
+    """
     cluster.trace_phase("liveness")
     healed_tick = cluster.now
     behind: list[NodeId] = []
     for _ in range(config.liveness_ticks_max):
+        if drains is not None:
+            drains.move_leader_out()
         workload.probe()
         cluster.tick()
         if workload.probe_acked_tick is None:
             continue
         leader = cluster.leader()
         if leader is None:
+            continue
+        if drains is not None and not drains.leader_placed(leader):
             continue
         members = sorted(leader.live_core().conf_state.members)
         behind = checker.check_converged(
@@ -135,6 +154,8 @@ def _describe_stuck(
         return f"no leader {within}"
     if workload.probe_acked_tick is None:
         return f"no probe write committed {within}"
+    if not behind:
+        return f"the leader is still in a draining region {within}"
     return f"members {behind} had not applied every acknowledged write {within}"
 
 

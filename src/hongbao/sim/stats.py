@@ -46,6 +46,11 @@ class RunStats:
     messages_delayed: int = 0  # given extra (jitter or clog) delay
     messages_replayed: int = 0  # old messages sent again much later (stale terms)
     mid_ready_crashes: int = 0  # crashes inside the handling of a Ready (node.CrashPoint)
+    drains: int = 0  # a region marked draining: its replicas may not campaign
+    undrains: int = 0
+    drain_transfers: int = 0  # a leader in a draining region asked to hand over
+    fallback_elections: int = 0  # a replica that may not campaign won anyway (liveness)
+    takeback_checks: int = 0  # leader crashes after which placement was checked
     # Liveness.
     ticks: int = 0
     ticks_to_recover: int = 0

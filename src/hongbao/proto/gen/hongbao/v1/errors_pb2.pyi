@@ -28,6 +28,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     NOT_FOUND: _ClassVar[ErrorReason]
     CLUSTER_MISMATCH: _ClassVar[ErrorReason]
     REQUEST_FENCED: _ClassVar[ErrorReason]
+    STALE_VERSION: _ClassVar[ErrorReason]
     INTERNAL: _ClassVar[ErrorReason]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 NOT_LEADER: ErrorReason
@@ -49,6 +50,7 @@ REQUEST_ID_REUSED: ErrorReason
 NOT_FOUND: ErrorReason
 CLUSTER_MISMATCH: ErrorReason
 REQUEST_FENCED: ErrorReason
+STALE_VERSION: ErrorReason
 INTERNAL: ErrorReason
 
 class LeaderHint(_message.Message):

@@ -132,6 +132,8 @@ class WalletServicer:
         the grabber's envelope's sender for a grab). Goes through the log: an id not applied
         is fenced in the same step, so a late retry of it is refused (REQUEST_FENCED) and the
         answer NOT_APPLIED stays true. UNAVAILABLE while the shard has no leader (unknown).
+        A fenced id is remembered like any request id, for the shard's idempotency window
+        (at least its idempotency_retention_ms); once it ages out the id is unknown again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

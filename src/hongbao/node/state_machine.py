@@ -1,0 +1,116 @@
+"""The seam between the node runtime and what a Raft group replicates (hashicorp/raft's FSM).
+
+Rules of this module: the runtime drives every group (ledger shards and the meta group)
+the same way, and knows a group's contents only through :class:`GroupMachine`: whether
+its store is initialised, how to apply a committed entry (inside the runtime's write
+transaction: the machine never commits), how to dump and restore a snapshot, and how to
+pack queued commands into one entry. :class:`LedgerMachine` adapts
+:mod:`hongbao.ledger.machine` without changing its behaviour; the meta group's machine
+is :class:`hongbao.meta.machine.MetaMachine`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from hongbao._invariant import invariant
+from hongbao.config.topology import META_GROUP_ID, Topology
+from hongbao.ledger import machine
+from hongbao.ledger.commands import Batch, Command, encode_batch
+from hongbao.ledger.limits import Limits
+from hongbao.ledger.store import LedgerStore
+from hongbao.meta.machine import MetaMachine
+from hongbao.meta.state import ClusterState
+
+
+class GroupMachine(Protocol):
+    """What one Raft group's replicated state is, as far as the runtime needs to know."""
+
+    @property
+    def kind(self) -> str:
+        """Either ``ledger`` or ``meta``: for logs and status only, never for dispatch."""
+        ...
+
+    @property
+    def commands_per_entry_max(self) -> int:
+        """The most commands :meth:`encode_entry` may pack into one entry."""
+        ...
+
+    def is_initialised(self, store: LedgerStore) -> bool: ...
+
+    def init(self, store: LedgerStore) -> None:
+        """Give an empty store its initial state (identical on every replica)."""
+        ...
+
+    def apply_entry(self, store: LedgerStore, index: int, data: bytes) -> tuple[object, ...]:
+        """Apply committed entry ``index`` and record it applied: one result per command."""
+        ...
+
+    def applied_index(self, store: LedgerStore) -> int: ...
+
+    def set_applied_index(self, store: LedgerStore, index: int) -> None: ...
+
+    def dump(self, store: LedgerStore) -> bytes: ...
+
+    def restore(self, store: LedgerStore, data: bytes) -> None: ...
+
+    def encode_entry(self, ts_ms: int, commands: Sequence[object]) -> bytes: ...
+
+
+class LedgerMachine:
+    """One ledger shard: :mod:`hongbao.ledger.machine`, unchanged."""
+
+    kind = "ledger"
+
+    def __init__(self, *, shard_id: int, shard_count: int, limits: Limits | None) -> None:
+        self.shard_id = shard_id
+        self.shard_count = shard_count
+        self.limits = limits
+        # The ledger refuses a whole entry of more than batch_commands_max commands
+        # (deterministically, on every replica): the runtime must never pack one.
+        self.commands_per_entry_max = (limits or Limits()).batch_commands_max
+
+    def is_initialised(self, store: LedgerStore) -> bool:
+        return machine.is_initialised(store)
+
+    def init(self, store: LedgerStore) -> None:
+        machine.init_shard(
+            store, shard_id=self.shard_id, shard_count=self.shard_count, limits=self.limits
+        )
+
+    def apply_entry(self, store: LedgerStore, index: int, data: bytes) -> tuple[object, ...]:
+        return machine.apply_entry(store, index=index, data=data).results
+
+    def applied_index(self, store: LedgerStore) -> int:
+        return machine.applied_index(store)
+
+    def set_applied_index(self, store: LedgerStore, index: int) -> None:
+        machine.set_applied_index(store, index)
+
+    def dump(self, store: LedgerStore) -> bytes:
+        return machine.dump(store)
+
+    def restore(self, store: LedgerStore, data: bytes) -> None:
+        machine.restore(store, data)
+
+    def encode_entry(self, ts_ms: int, commands: Sequence[object]) -> bytes:
+        ledger_commands: list[Command] = []
+        for command in commands:
+            invariant(not isinstance(command, str | bytes), "a ledger command, not text")
+            ledger_commands.append(command)  # type: ignore[arg-type]
+        return encode_batch(Batch(ts_ms=ts_ms, commands=tuple(ledger_commands)))
+
+
+def initial_cluster_state(topology: Topology, cluster_id: str) -> ClusterState:
+    """What every meta replica starts from: deterministic from the topology."""
+    return ClusterState.initial(cluster_id, tuple(r.name for r in topology.regions))
+
+
+def machine_for(
+    topology: Topology, group_id: int, *, cluster_id: str, limits: Limits | None
+) -> GroupMachine:
+    """The machine of group ``group_id``: the meta group's, or a ledger shard's."""
+    if group_id == META_GROUP_ID:
+        return MetaMachine(initial_cluster_state(topology, cluster_id))
+    return LedgerMachine(shard_id=group_id, shard_count=topology.shard_count, limits=limits)
