@@ -193,9 +193,7 @@ class NodeRuntime:
         """Allow or forbid every replica of this node to seek leadership (region state)."""
         self.campaign_allowed = allowed
         for replica in self.groups.values():
-            setter = getattr(replica.core, "set_campaign_allowed", None)
-            if setter is not None:
-                setter(allowed)
+            replica.core.set_campaign_allowed(allowed)
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -300,8 +298,7 @@ class NodeRuntime:
         """
         if not replica.is_leader:
             raise self.not_leader(replica.shard_id)
-        quorum_active = getattr(replica.core, "quorum_active", None)
-        if quorum_active is not None and not quorum_active():
+        if not replica.core.quorum_active():
             raise make_error(
                 ErrorReason.UNAVAILABLE,
                 f"node {self.node_id} leads {_group_name(replica.shard_id)} but is cut off"
