@@ -25,6 +25,7 @@ from hongbao.ledger.sharding import shard_for_user
 from hongbao.node.errors import ErrorReason, HongbaoError
 from hongbao.ops.live_audit import live_audit
 from hongbao.ops.local import LocalCluster, write_topology
+from tests.cluster.support import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -118,13 +119,12 @@ def test_history_pages_through_the_cli(cluster: LocalCluster) -> None:
 
     asyncio.run(traffic())
     expected = 4 * len(payers)
-    walked: dict[str, Any] = {}
-    for _ in range(100):  # cross-shard credits land shortly: wait for all of them
+    def walk() -> dict[str, Any] | None:  # cross-shard credits land shortly: wait for all
         walked = as_json(invoke(wallet, "history", "hp-user", "--all", "--limit", "7",
                                 "--config", config, "--json"))  # fmt: skip
-        if len(walked["postings"]) == expected:
-            break
-        asyncio.run(asyncio.sleep(0.1))
+        return walked if len(walked["postings"]) == expected else None
+
+    walked = wait_for(walk, 30.0, f"{expected} postings of hp-user", poll_s=0.1)
     assert [p["seq"] for p in walked["postings"]] == list(range(expected, 0, -1))
     assert walked["next_page_token"] == ""
     first = as_json(invoke(wallet, "history", "hp-user", "--limit", "7", "--config", config,

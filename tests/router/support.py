@@ -4,16 +4,21 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from hongbao.config.routers import RouterSpec
 from hongbao.config.topology import Topology
-from hongbao.ops.local import STOP_TIMEOUT_S, insecure_args, wait_until
+from hongbao.ops.local import (
+    STOP_TIMEOUT_S,
+    log_tail,
+    router_command,
+    spawn_logged,
+    stop_process,
+    wait_ready,
+)
 
 READY_TIMEOUT_S = 30.0
 
@@ -29,33 +34,15 @@ class Routers:
         return self.log_dir / f"router-{router_id}.log"
 
     def tail(self, router_id: int, lines: int = 40) -> str:
-        path = self.log_path(router_id)
-        if not path.exists():
-            return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path(router_id), lines)
 
     def start(self, spec: RouterSpec, *extra: str) -> None:
         ready = self.log_dir / f"router-{spec.router_id}.ready"
         ready.unlink(missing_ok=True)
-        command = [
-            sys.executable, "-m", "hongbao.cli", "router", "run",
-            "--config", str(self.config_path), "--region", spec.region,
-            "--router-id", str(spec.router_id), "--ready-file", str(ready),
-            *insecure_args(self.topology), *extra,
-        ]  # fmt: skip
-        with self.log_path(spec.router_id).open("ab") as log:
-            process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
+        command = router_command(self.config_path, self.topology, spec, ready, *extra)
+        process = spawn_logged(command, self.log_path(spec.router_id))
         self.processes[spec.router_id] = process
-        wait_until(
-            lambda: ready.exists() or process.poll() is not None,
-            READY_TIMEOUT_S,
-            f"router {spec.router_id} to start",
-        )
-        if process.poll() is not None:
-            raise RuntimeError(f"router {spec.router_id} exited:\n{self.tail(spec.router_id)}")
+        wait_ready(process, ready, f"router {spec.router_id}", self.log_path(spec.router_id))
 
     def start_all(self) -> None:
         for spec in self.topology.routers:
@@ -72,14 +59,8 @@ class Routers:
 
     def stop(self, router_id: int) -> int:
         process = self.processes[router_id]
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT_S)
-                raise RuntimeError(f"router {router_id} ignored SIGTERM") from None
+        if not stop_process(process):
+            raise RuntimeError(f"router {router_id} ignored SIGTERM")
         return process.returncode
 
     def close(self) -> None:

@@ -19,6 +19,7 @@ import tomllib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from hongbao.config.routers import RouterSpec
 from hongbao.config.topology import Topology, load_topology
 
 READY_TIMEOUT_S = 30.0
@@ -102,6 +103,64 @@ def _scalar(value: object) -> str:
     raise TypeError(f"cannot write {type(value).__name__} to TOML")
 
 
+
+# -- child processes: spawn with a log, wait for the ready file, stop --------------------
+
+
+def spawn_logged(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start ``command`` with stdout and stderr appended to ``log_path`` (unbuffered)."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return "(no log)"
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def wait_ready(process: subprocess.Popen[bytes], ready: Path, what: str, log_path: Path) -> None:
+    """Wait until ``ready`` exists; ClusterError with the log's tail if the process exits."""
+    wait_until(lambda: ready.exists() or process.poll() is not None, READY_TIMEOUT_S,
+               f"{what} to start")  # fmt: skip
+    if process.poll() is not None:
+        raise ClusterError(f"{what} exited ({process.returncode}):\n{log_tail(log_path)}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> bool:
+    """SIGTERM (after SIGCONT: a paused process cannot handle it), and wait; kill after
+    STOP_TIMEOUT_S. True when it exited by itself, False when it had to be killed."""
+    if process.poll() is not None:
+        return True
+    process.send_signal(signal.SIGCONT)
+    process.terminate()
+    try:
+        process.wait(STOP_TIMEOUT_S)
+        return True
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(STOP_TIMEOUT_S)
+        return False
+
+
+def router_command(
+    config_path: Path, topology: Topology, spec: RouterSpec, ready: Path, *extra: str
+) -> list[str]:
+    """``hongbao router run`` for ``spec``, as the tests and the demo start it."""
+    return [
+        sys.executable, "-m", "hongbao.cli", "router", "run",
+        "--config", str(config_path),
+        "--region", spec.region,
+        "--router-id", str(spec.router_id),
+        "--ready-file", str(ready),
+        *insecure_args(topology),
+        *extra,
+    ]  # fmt: skip
+
+
 class LocalCluster:
     def __init__(
         self,
@@ -152,33 +211,14 @@ class LocalCluster:
             *insecure_args(self.topology),
             *self.node_args,
         ]  # fmt: skip
-        log = self.log_path(node_id).open("ab")
-        try:
-            self.processes[node_id] = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            )  # fmt: skip
-        finally:
-            log.close()
+        self.processes[node_id] = spawn_logged(command, self.log_path(node_id))
 
     def _wait_ready(self, node_id: int) -> None:
-        ready = self._ready_path(node_id)
-        process = self.processes[node_id]
-        wait_until(
-            lambda: ready.exists() or process.poll() is not None,
-            READY_TIMEOUT_S,
-            f"node {node_id} to start",
-        )
-        if process.poll() is not None:
-            raise ClusterError(
-                f"node {node_id} exited ({process.returncode}):\n{self.tail(node_id)}"
-            )
+        wait_ready(self.processes[node_id], self._ready_path(node_id), f"node {node_id}",
+                   self.log_path(node_id))  # fmt: skip
 
     def tail(self, node_id: int, lines: int = 30) -> str:
-        path = self.log_path(node_id)
-        if not path.exists():
-            return "(no log)"
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return log_tail(self.log_path(node_id), lines)
 
     def is_running(self, node_id: int) -> bool:
         process = self.processes.get(node_id)
@@ -203,16 +243,8 @@ class LocalCluster:
     def stop(self, node_id: int) -> int:
         """SIGTERM, and wait for a clean exit; returns the exit code."""
         process = self.processes[node_id]
-        if process.poll() is None:
-            process.send_signal(signal.SIGCONT)  # a paused node cannot handle SIGTERM
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT_S)
-                tail = self.tail(node_id)
-                raise ClusterError(f"node {node_id} ignored SIGTERM:\n{tail}") from None
+        if not stop_process(process):
+            raise ClusterError(f"node {node_id} ignored SIGTERM:\n{self.tail(node_id)}")
         return process.returncode
 
     def stop_all(self) -> None:
@@ -239,34 +271,11 @@ class LocalCluster:
             spec = self.topology.router_spec(router_id)
             ready = self.data_dir / f"router-{router_id}.ready"
             ready.unlink(missing_ok=True)
-            command = [
-                sys.executable, "-m", "hongbao.cli", "router", "run",
-                "--config", str(self.config_path),
-                "--region", spec.region,
-                "--router-id", str(router_id),
-                "--ready-file", str(ready),
-                *insecure_args(self.topology),
-            ]  # fmt: skip
-            with self.router_log_path(router_id).open("ab") as log:
-                self.routers[router_id] = subprocess.Popen(
-                    command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                    env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                )  # fmt: skip
+            command = router_command(self.config_path, self.topology, spec, ready)
+            self.routers[router_id] = spawn_logged(command, self.router_log_path(router_id))
         for router_id in ids:
-            self._wait_router(router_id)
-
-    def _wait_router(self, router_id: int) -> None:
-        ready = self.data_dir / f"router-{router_id}.ready"
-        process = self.routers[router_id]
-        wait_until(
-            lambda: ready.exists() or process.poll() is not None,
-            READY_TIMEOUT_S,
-            f"router {router_id} to start",
-        )
-        if process.poll() is not None:
-            text = self.router_log_path(router_id).read_text(errors="replace")
-            tail = "\n".join(text.splitlines()[-30:])
-            raise ClusterError(f"router {router_id} exited ({process.returncode}):\n{tail}")
+            wait_ready(self.routers[router_id], self.data_dir / f"router-{router_id}.ready",
+                       f"router {router_id}", self.router_log_path(router_id))  # fmt: skip
 
     def router_running(self, router_id: int) -> bool:
         process = self.routers.get(router_id)
@@ -281,13 +290,7 @@ class LocalCluster:
     def stop_router(self, router_id: int) -> int:
         """SIGTERM, and wait; kill after STOP_TIMEOUT_S. Returns the exit code."""
         process = self.routers[router_id]
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(STOP_TIMEOUT_S)
+        stop_process(process)
         return process.returncode
 
     def close(self) -> None:
