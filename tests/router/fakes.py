@@ -16,6 +16,7 @@ import grpc
 
 from hongbao.config.routers import RouterSpec
 from hongbao.config.topology import Topology, parse_topology
+from hongbao.node.bugs import RouterBugs
 from hongbao.node.errors import HongbaoError, to_grpc_status
 from hongbao.ops.local import free_ports
 from hongbao.router.server import RouterServer
@@ -114,18 +115,23 @@ async def rig(
     router_settings: dict[str, int] | None = None,
     started: tuple[int, ...] = (1, 2, 3),
     region: str = "shenzhen",
+    delay: Delay | None = None,
+    router_bugs: RouterBugs | None = None,
 ) -> AsyncIterator[Rig]:
     """Three fake nodes (those in ``started`` listening) and a router in front of them."""
     ports = free_ports(3)
     topology = fake_topology(ports, router_settings)
-    nodes = {n: FakeNode(n, ports[n - 1], behaviours.get(n, lambda m, r: b"")) for n in (1, 2, 3)}
+    nodes = {
+        n: FakeNode(n, ports[n - 1], behaviours.get(n, lambda m, r: b""), delay=delay)
+        for n in (1, 2, 3)
+    }
     router: RouterServer | None = None
     channel: grpc.aio.Channel | None = None
     try:
         for node_id in started:
             await nodes[node_id].start()
         spec = RouterSpec(router_id=1, region=region, host="127.0.0.1", port=0)
-        router = RouterServer(topology=topology, spec=spec)
+        router = RouterServer(topology=topology, spec=spec, router_bugs=router_bugs)
         await router.start()
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{router.port}")
         yield Rig(topology, nodes, router, channel)

@@ -9,7 +9,9 @@ from pathlib import Path
 import click
 
 from hongbao.cli.common import insecure_flag, security_options, serve_process
+from hongbao.config.dial import with_dial_map
 from hongbao.config.topology import Topology, TopologyError, load_topology
+from hongbao.node.bugs import NODE_BUG_NAMES, NodeBugs
 from hongbao.security.handshake_log import install_if_enabled
 from hongbao.security.tls import insecure_problem
 
@@ -39,10 +41,17 @@ def node() -> None:
 @click.option("--trailing-entries", type=click.IntRange(min=0), default=None,
               help="Log entries kept behind a snapshot for followers that lag "
                    "(default: the topology's [runtime], else 5000).")
+@click.option("--dial-map", type=click.Path(dir_okay=False), default=None,
+              help="JSON of node id to host:port: dial those nodes there instead "
+                   "(the chaos runner's proxies).")
+@click.option("--bug", "bug_names", multiple=True, hidden=True,
+              type=click.Choice(NODE_BUG_NAMES),
+              help="TEST ONLY: run with a deliberate bug (hongbao.node.bugs).")
 @security_options
 def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level: str,
         ready_file: str | None, snapshot_interval_entries: int | None,
-        trailing_entries: int | None) -> None:
+        trailing_entries: int | None, dial_map: str | None,
+        bug_names: tuple[str, ...]) -> None:
     """Host every shard replica placed on NODE and serve its gRPC API until SIGTERM.
 
     With the topology's ``tls = true`` (the default unless every host is loopback) the
@@ -58,6 +67,10 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
         format=f"%(asctime)s node-{node_id} %(levelname)s %(name)s: %(message)s",
     )
     topology, topology_text = _load(config_path, node_id)
+    try:
+        topology = with_dial_map(topology, dial_map)
+    except TopologyError as error:
+        raise click.ClickException(str(error)) from error
     insecure = insecure_flag()
     problem = insecure_problem(topology, insecure=insecure, starts_process=True)
     if problem is not None:
@@ -92,6 +105,7 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
             runtime_limits=runtime_limits,
             topology_toml=topology_text,
             topology_source=str(Path(config_path).resolve()),
+            node_bugs=NodeBugs.of(bug_names) if bug_names else None,
         )
         await server.serve_until_signal(announce)
 

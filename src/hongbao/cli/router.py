@@ -9,8 +9,10 @@ from pathlib import Path
 import click
 
 from hongbao.cli.common import insecure_flag, security_options, serve_process
+from hongbao.config.dial import with_dial_map
 from hongbao.config.routers import PORT_MAX, RouterSpec
 from hongbao.config.topology import Topology, TopologyError, load_topology
+from hongbao.node.bugs import ROUTER_BUG_NAMES, RouterBugs
 from hongbao.security.tls import insecure_problem
 
 log = logging.getLogger(__name__)
@@ -85,6 +87,20 @@ def choose_spec(
 @click.option(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
+@click.option(
+    "--dial-map",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="JSON of node id to host:port: dial those nodes there instead (chaos proxies).",
+)
+@click.option(
+    "--bug",
+    "bug_names",
+    multiple=True,
+    hidden=True,
+    type=click.Choice(ROUTER_BUG_NAMES),
+    help="TEST ONLY: run with a deliberate bug (hongbao.node.bugs).",
+)
 @security_options
 def run(
     config_path: str,
@@ -94,6 +110,8 @@ def run(
     port: int | None,
     ready_file: str | None,
     log_level: str,
+    dial_map: str | None,
+    bug_names: tuple[str, ...],
 ) -> None:
     """Serve the ledger services for REGION's clients, forwarding to the shard leaders.
 
@@ -104,7 +122,7 @@ def run(
     from hongbao.router.server import RouterServer
 
     try:
-        topology = load_topology(config_path)
+        topology = with_dial_map(load_topology(config_path), dial_map)
         spec = choose_spec(topology, region, router_id, host, port)
     except TopologyError as error:
         raise click.ClickException(str(error)) from error
@@ -124,7 +142,12 @@ def run(
         topology = replace(topology, tls=False)
 
     async def main() -> None:
-        server = RouterServer(topology=topology, spec=spec, config_path=Path(config_path))
+        server = RouterServer(
+            topology=topology,
+            spec=spec,
+            config_path=Path(config_path),
+            router_bugs=RouterBugs.of(bug_names) if bug_names else None,
+        )
 
         def announce() -> None:
             if ready_file:

@@ -140,6 +140,10 @@ class Topology:
     router: RouterSettings = field(default_factory=RouterSettings)
     # The file's cluster_id; empty: derived from the cluster's shape (node.server).
     cluster_id: str = ""
+    # Where THIS process dials each node, when not at the node's own address: the chaos
+    # runner routes every link through its own proxy this way (``--dial-map``). Not part
+    # of the cluster's shape; (node id, host:port) pairs, sorted.
+    dial_overrides: tuple[tuple[NodeId, str], ...] = ()
 
     # -- the meta group: a replica on the first node (lowest id) of every region --------
 
@@ -170,6 +174,13 @@ class Topology:
             if spec.node_id == node_id:
                 return spec
         raise KeyError(f"no node {node_id} in the topology")
+
+    def dial_address(self, node_id: int) -> str:
+        """The host:port this process connects to for ``node_id`` (its own, or the override)."""
+        for overridden, address in self.dial_overrides:
+            if overridden == node_id:
+                return address
+        return self.node(node_id).address
 
     def placement(self, shard_id: int) -> ShardPlacement:
         if not 0 <= shard_id < self.shard_count:

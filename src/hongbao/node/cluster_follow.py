@@ -130,7 +130,7 @@ class ClusterFollower:
             return local, self.runtime.node_id
         timeout_s = min(READ_TIMEOUT_MS_MAX, max(self.poll_ms, 100)) / 1000
         for node_id in self.meta_nodes_in_order():
-            address = self.topology.node(node_id).address
+            address = self.topology.dial_address(node_id)
             stub = admin_pb2_grpc.AdminStub(self._channel(address))
             try:
                 response = await stub.ClusterState(

@@ -138,7 +138,7 @@ class Courier:
         )
         if leader == self.runtime.node_id:
             raise make_error(ErrorReason.NOT_LEADER, "no leader for the destination yet")
-        address = self.runtime.topology.node(leader).address
+        address = self.runtime.topology.dial_address(leader)
         stub = peer_pb2_grpc.PeerStub(self._channel(address))
         request = peer_pb2.DeliverRequest(
             cluster_id=self.cluster_id,

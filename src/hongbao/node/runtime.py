@@ -37,7 +37,7 @@ from hongbao.ledger.results import Result
 from hongbao.ledger.store import LedgerStore
 from hongbao.meta.machine import MetaMachine, MetaResult
 from hongbao.meta.state import ClusterState, SetRegion
-from hongbao.node import snapshots
+from hongbao.node import bugs, snapshots
 from hongbao.node.cluster_guard import cluster_id_of
 from hongbao.node.errors import ErrorReason, HongbaoError, LeaderHint, make_error
 from hongbao.node.peer_guard import RefusalLog, step_checked
@@ -67,8 +67,10 @@ class NodeRuntime:
         ledger_limits: Limits | None = None,
         clock_ms: Callable[[], int] | None = None,
         cluster_id: str | None = None,
+        node_bugs: bugs.NodeBugs | None = None,
     ) -> None:
         self.topology = topology
+        self.bugs = node_bugs or bugs.NodeBugs()  # test-only switches: all off unless passed
         self.node_id = node_id
         self.env = env
         self.limits = limits or topology.runtime  # the file's [runtime]
@@ -107,7 +109,11 @@ class NodeRuntime:
 
     def _open_replica(self, shard_id: int) -> ShardReplica:
         group_machine = machine_for(
-            self.topology, shard_id, cluster_id=self.cluster_id, limits=self.ledger_limits
+            self.topology,
+            shard_id,
+            cluster_id=self.cluster_id,
+            limits=self.ledger_limits,
+            node_bugs=self.bugs,
         )
         voters = frozenset(NodeId(n) for n in self.topology.replicas_of(shard_id))
         log_storage = LmdbLogStorage(self.env, shard_id, conf_state=ConfState(voters=voters))
@@ -347,6 +353,9 @@ class NodeRuntime:
                 if not future.done():
                     future.set_exception(error)
         replica.inflight[index] = InflightEntry(term, [item.future for item in taken])
+        if self.bugs.ack_before_commit and replica is not self.meta:  # BUG SWITCH
+            waiting = [(item.command, item.future) for item in taken]
+            bugs.answer_early(self.env, replica.shard_id, replica.machine, index, data, waiting)
         if replica.pending:
             self._wakeup.set()
 

@@ -21,6 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hongbao.config.topology import Topology
+from hongbao.node import bugs
 from hongbao.node.admin import AdminServicer
 from hongbao.node.cluster_follow import ClusterFollower
 from hongbao.node.cluster_guard import ClusterIdInterceptor
@@ -113,7 +114,7 @@ class Transport:
             peer: PeerSender(
                 node_id=runtime.node_id,
                 peer_id=peer,
-                address=topology.node(peer).address,
+                address=topology.dial_address(peer),
                 cluster_id=cluster_id,
                 limits=limits,
                 events=runtime,
@@ -146,6 +147,7 @@ class NodeServer:
         transport_limits: TransportLimits | None = None,
         topology_toml: str = "",
         topology_source: str = "",
+        node_bugs: bugs.NodeBugs | None = None,
     ) -> None:
         self.topology = topology
         self.node_id = node_id
@@ -161,7 +163,10 @@ class NodeServer:
             limits=runtime_limits,
             ledger_limits=topology.limits,
             cluster_id=self.cluster_id,
+            node_bugs=node_bugs,
         )
+        if node_bugs is not None:  # BUG SWITCH: say so loudly
+            bugs.announce(log, f"node {node_id}", node_bugs.names)
         self.transport_limits = transport_limits or TransportLimits()
         # TLS (topology.tls): this node's certificate serves, dials peers, and the role
         # interceptor decides who may call what. Raises TlsError when the files are bad.

@@ -22,6 +22,7 @@ from hongbao.ledger.limits import Limits
 from hongbao.ledger.store import LedgerStore
 from hongbao.meta.machine import MetaMachine
 from hongbao.meta.state import ClusterState
+from hongbao.node import bugs
 
 
 class GroupMachine(Protocol):
@@ -63,10 +64,18 @@ class LedgerMachine:
 
     kind = "ledger"
 
-    def __init__(self, *, shard_id: int, shard_count: int, limits: Limits | None) -> None:
+    def __init__(
+        self,
+        *,
+        shard_id: int,
+        shard_count: int,
+        limits: Limits | None,
+        double_credit_grab: bool = False,
+    ) -> None:
         self.shard_id = shard_id
         self.shard_count = shard_count
         self.limits = limits
+        self.double_credit_grab = double_credit_grab  # a test-only bug switch (node/bugs.py)
         # The ledger refuses a whole entry of more than batch_commands_max commands
         # (deterministically, on every replica): the runtime must never pack one.
         self.commands_per_entry_max = (limits or Limits()).batch_commands_max
@@ -80,7 +89,10 @@ class LedgerMachine:
         )
 
     def apply_entry(self, store: LedgerStore, index: int, data: bytes) -> tuple[object, ...]:
-        return machine.apply_entry(store, index=index, data=data).results
+        results = machine.apply_entry(store, index=index, data=data).results
+        if self.double_credit_grab and results:  # BUG SWITCH double-credit-grab
+            bugs.credit_grabs_twice(store, data, results)
+        return results
 
     def applied_index(self, store: LedgerStore) -> int:
         return machine.applied_index(store)
@@ -108,9 +120,19 @@ def initial_cluster_state(topology: Topology, cluster_id: str) -> ClusterState:
 
 
 def machine_for(
-    topology: Topology, group_id: int, *, cluster_id: str, limits: Limits | None
+    topology: Topology,
+    group_id: int,
+    *,
+    cluster_id: str,
+    limits: Limits | None,
+    node_bugs: bugs.NodeBugs | None = None,
 ) -> GroupMachine:
     """The machine of group ``group_id``: the meta group's, or a ledger shard's."""
     if group_id == META_GROUP_ID:
         return MetaMachine(initial_cluster_state(topology, cluster_id))
-    return LedgerMachine(shard_id=group_id, shard_count=topology.shard_count, limits=limits)
+    return LedgerMachine(
+        shard_id=group_id,
+        shard_count=topology.shard_count,
+        limits=limits,
+        double_credit_grab=node_bugs is not None and node_bugs.double_credit_grab,
+    )

@@ -178,6 +178,10 @@ class LocalCluster:
         self.node_args = list(node_args)
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.routers: dict[int, subprocess.Popen[bytes]] = {}  # router id -> its process
+        # Extra arguments of one node's or one router's command line (the chaos runner's
+        # --dial-map and test-only switches), by id; set before start.
+        self.args_of_node: dict[int, list[str]] = {}
+        self.args_of_router: dict[int, list[str]] = {}
 
     @property
     def node_ids(self) -> list[int]:
@@ -210,6 +214,7 @@ class LocalCluster:
             *(["--no-fsync"] if self.no_fsync else []),
             *insecure_args(self.topology),
             *self.node_args,
+            *self.args_of_node.get(node_id, ()),
         ]  # fmt: skip
         self.processes[node_id] = spawn_logged(command, self.log_path(node_id))
 
@@ -247,6 +252,27 @@ class LocalCluster:
             raise ClusterError(f"node {node_id} ignored SIGTERM:\n{self.tail(node_id)}")
         return process.returncode
 
+    def stop_together(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """Routers, then every node at once, each waited for (ClusterError on a bad exit).
+
+        Why at once: a node stopped alone leaves the others to elect a new leader and
+        append an entry it never sees, and an offline audit then finds its replicas one
+        entry behind. SIGTERM to all, then wait, closes every peer stream together.
+        """
+        for router_id in list(self.routers):
+            self.stop_router(router_id)
+        running = [n for n in self.processes if self.is_running(n)]
+        for node_id in running:
+            self.signal(node_id, signal.SIGTERM)
+        for node_id in running:
+            try:
+                code = self.processes[node_id].wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                tail = self.tail(node_id)
+                raise ClusterError(f"node {node_id} ignored SIGTERM:\n{tail}") from None
+            if code != 0:
+                raise ClusterError(f"node {node_id} exited with {code}:\n{self.tail(node_id)}")
+
     def stop_all(self) -> None:
         for router_id in list(self.routers):
             self.stop_router(router_id)
@@ -271,7 +297,8 @@ class LocalCluster:
             spec = self.topology.router_spec(router_id)
             ready = self.data_dir / f"router-{router_id}.ready"
             ready.unlink(missing_ok=True)
-            command = router_command(self.config_path, self.topology, spec, ready)
+            command = router_command(self.config_path, self.topology, spec, ready,
+                                     *self.args_of_router.get(router_id, ()))  # fmt: skip
             self.routers[router_id] = spawn_logged(command, self.router_log_path(router_id))
         for router_id in ids:
             wait_ready(self.routers[router_id], self.data_dir / f"router-{router_id}.ready",

@@ -8,9 +8,10 @@ trailer with its ErrorInfo: reason, shard, leader hint), except where the router
 retries apply: NOT_LEADER is followed, a node or region that does not answer is replaced
 by the shard's next replica, each forwarded call has ``forward_timeout_ms`` and the whole
 request ``request_timeout_ms`` (or the client's own deadline, if shorter). Retries send
-the same bytes, so the same request id: nothing is applied twice. ``forward_timeout_ms``
-bounds how long a node may stay *silent*, not how long one call may take: a busy leader
-that keeps answering is waited for until the request's deadline (see
+the same bytes, so the same request id: nothing is applied twice (unless the router
+runs with the test-only ``retry-fresh-id`` switch, :mod:`hongbao.node.bugs`).
+``forward_timeout_ms`` bounds how long a node may stay *silent*, not how long one call
+may take: a busy leader that keeps answering is waited for until the request's deadline (see
 :meth:`hongbao.router.links.NodeLinks.forward_while_alive` for the collapse it avoids).
 """
 
@@ -23,9 +24,10 @@ from typing import Final
 
 import grpc
 
-from hongbao.client.routing import CallFailed, Deadline, RetryPolicy, Routing, run_call
+from hongbao.client.routing import Attempt, CallFailed, Deadline, RetryPolicy, Routing, run_call
 from hongbao.config.routers import RouterSettings
 from hongbao.ledger.limits import Limits
+from hongbao.node import bugs
 from hongbao.node.admission import BATCH_RESPONSE_LINES_MAX
 from hongbao.node.errors import (
     ErrorReason,
@@ -73,6 +75,7 @@ class ForwardCounters:
     batches: int = 0
     batch_parts: int = 0
     retries: int = 0
+    fresh_id_retries: int = 0  # requests sent on under a new id (the retry-fresh-id bug)
 
 
 class Forwarder:
@@ -82,11 +85,13 @@ class Forwarder:
         links: NodeLinks,
         settings: RouterSettings,
         limits: Limits,
+        router_bugs: bugs.RouterBugs | None = None,
     ) -> None:
         self.routing = routing
         self.links = links
         self.settings = settings
         self.limits = limits
+        self.bugs = router_bugs or bugs.RouterBugs()  # test-only switches: all off
         self.policy = RetryPolicy(attempts_max=_attempts_max(settings))
         self.counters = ForwardCounters()
         self.coalescer: Coalescer | None = None
@@ -116,10 +121,13 @@ class Forwarder:
                 node_id, method.path, raw, timeout_s=deadline.remaining_s(), silent_s=timeout_s
             )
 
+        chosen: Attempt[bytes] = attempt
+        if self.bugs.retry_fresh_id and _name(method) in bugs.FRESH_ID_OPERATIONS:
+            chosen = self._renewing_id(method, raw)  # BUG SWITCH retry-fresh-id
         return await run_call(
             self.routing,
             shard_id,
-            attempt,
+            chosen,
             deadline=deadline,
             policy=self.policy,
             forward_timeout_ms=self.settings.forward_timeout_ms,
@@ -127,6 +135,23 @@ class Forwarder:
             error_of=error_of,
             on_retry=self._retried,
         )
+
+    def _renewing_id(self, method: Method, raw: bytes) -> Attempt[bytes]:
+        """BUG SWITCH retry-fresh-id, one request: every attempt is cut at its share of
+        ``forward_timeout_ms`` (a slow answer too), and after the first attempt whose
+        outcome is unknown the request goes on under a fresh request id."""
+        sent = [raw]
+
+        async def attempt(node_id: int, timeout_s: float) -> bytes:
+            try:
+                return await self.links.forward(node_id, method.path, sent[-1], timeout_s)
+            except grpc.aio.AioRpcError as rpc_error:
+                if len(sent) == 1 and error_from_rpc_error(rpc_error).outcome_unknown:
+                    sent.append(bugs.request_with_fresh_id(method.request_class, raw))
+                    self.counters.fresh_id_retries += 1
+                raise
+
+        return attempt
 
     async def batch(self, raw: bytes, deadline: Deadline) -> bytes:
         """A client's Batch: split by shard, the parts forwarded in parallel, the results
@@ -182,22 +207,28 @@ class Forwarder:
         self.counters.batch_parts += 1
         pending = list(positions)
         maybe_applied: set[int] = set()
+        renewed: set[int] = set()  # positions the retry-fresh-id bug sent on under a new id
 
         async def attempt(node_id: int, timeout_s: float) -> None:
             nonlocal pending
             request = wire.repeated_field(_OPS, [chunks[p] for p in pending])
             try:
-                answer = await self.links.forward_while_alive(
-                    node_id,
-                    BATCH_EXECUTE,
-                    request,
-                    timeout_s=deadline.remaining_s(),
-                    silent_s=timeout_s,
-                )
+                if self.bugs.retry_fresh_id:  # BUG SWITCH: cut a slow answer too
+                    answer = await self.links.forward(node_id, BATCH_EXECUTE, request, timeout_s)
+                else:
+                    answer = await self.links.forward_while_alive(
+                        node_id,
+                        BATCH_EXECUTE,
+                        request,
+                        timeout_s=deadline.remaining_s(),
+                        silent_s=timeout_s,
+                    )
             except grpc.aio.AioRpcError as rpc_error:
                 error = error_from_rpc_error(rpc_error)
                 if error.outcome_unknown:
                     maybe_applied.update(pending)
+                    if self.bugs.retry_fresh_id:  # BUG SWITCH retry-fresh-id
+                        self._renew_ids(pending, chunks, renewed)
                 raise error from None
             parts = wire.repeated_messages(answer, _OPS)
             if len(parts) != len(pending):
@@ -207,6 +238,8 @@ class Forwarder:
                     server_reported=False,
                 )
             pending, retry = _collect(pending, parts, results, maybe_applied)
+            if self.bugs.retry_fresh_id:  # BUG SWITCH retry-fresh-id
+                self._renew_ids([p for p in pending if p in maybe_applied], chunks, renewed)
             if retry is not None:
                 raise retry
 
@@ -233,6 +266,22 @@ class Forwarder:
                     unknown if position in maybe_applied and not final.outcome_unknown else final
                 )
                 results[position] = _error_result(chosen)
+
+    def _renew_ids(self, positions: list[int], chunks: list[bytes], renewed: set[int]) -> None:
+        """BUG SWITCH retry-fresh-id, a Batch part: the mutations among ``positions`` whose
+        outcome is unknown go on under a fresh request id (once each)."""
+        for position in positions:
+            if position not in renewed:
+                renewed.add(position)
+                fresh = bugs.operation_with_fresh_id(chunks[position])
+                if fresh != chunks[position]:
+                    chunks[position] = fresh
+                    self.counters.fresh_id_retries += 1
+
+
+def _name(method: Method) -> str:
+    """``deposit`` for /hongbao.v1.Wallet/Deposit: the Batch operation's name."""
+    return method.path.rsplit("/", 1)[-1].lower()
 
 
 def _collect(

@@ -59,7 +59,7 @@ class NodeLinks:
     def channel(self, node_id: int) -> grpc.aio.Channel:
         channel = self._channels.get(node_id)
         if channel is None:
-            address = self.topology.node(node_id).address
+            address = self.topology.dial_address(node_id)
             channel = self._channels[node_id] = open_channel(
                 address, self._credentials, self._options
             )

@@ -29,6 +29,7 @@ from hongbao.client.routing import CallFailed, Deadline, Routing
 from hongbao.config.routers import RouterSpec
 from hongbao.config.topology import Topology
 from hongbao.meta.state import to_proto
+from hongbao.node import bugs
 from hongbao.node.errors import ErrorReason, HongbaoError, abort_async, make_error
 from hongbao.node.server import CLIENT_SERVICE_NAMES, cluster_id_of
 from hongbao.node.server_options import ServerLimits, server_options
@@ -109,6 +110,7 @@ class RouterServer:
         topology: Topology,
         spec: RouterSpec,
         config_path: Path | None = None,
+        router_bugs: bugs.RouterBugs | None = None,
     ) -> None:
         self.topology = topology
         self.spec = spec
@@ -119,7 +121,11 @@ class RouterServer:
         dial = self.tls.channel_credentials() if self.tls is not None else None
         self.routing = Routing(topology, self.settings, region=spec.region)
         self.links = NodeLinks(topology, self.cluster_id, dial)
-        self.forwarder = Forwarder(self.routing, self.links, self.settings, topology.limits)
+        self.forwarder = Forwarder(
+            self.routing, self.links, self.settings, topology.limits, router_bugs
+        )
+        if router_bugs is not None:  # BUG SWITCH: say so loudly
+            bugs.announce(log, f"router {spec.router_id}", router_bugs.names)
         self.follower = StateFollower(
             self.routing,
             self.links,
@@ -262,6 +268,7 @@ class RouterServer:
             "batches": forwarded.batches,
             "batch_parts": forwarded.batch_parts,
             "retries": forwarded.retries,
+            "fresh_id_retries": forwarded.fresh_id_retries,
             "singles_forwarded": coalesced.singles_forwarded if coalesced else 0,
             "coalesced_batches": coalesced.batches_forwarded if coalesced else 0,
             "operations_coalesced": coalesced.operations_coalesced if coalesced else 0,
