@@ -8,6 +8,7 @@ import click
 def register(group: click.Group) -> None:
     from hongbao.cli.audit import audit
     from hongbao.cli.bench import bench
+    from hongbao.cli.chaos import chaos
     from hongbao.cli.cluster import cluster, node_drain, node_kill, node_start, node_stop
     from hongbao.cli.demo import demo
     from hongbao.cli.envelope import envelope
@@ -33,4 +34,5 @@ def register(group: click.Group) -> None:
     group.add_command(envelope)
     group.add_command(bench)
     group.add_command(toxiproxy)
+    group.add_command(chaos)
     group.add_command(router)
