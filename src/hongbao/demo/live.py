@@ -11,20 +11,24 @@ with the audits: the client's (its users' balances + envelope escrow == its depo
 withdrawals), the live one of ``hongbao audit`` (:func:`hongbao.ops.live_audit.live_audit`,
 on the running cluster), and the offline one over every replica's LMDB after the stop
 (:func:`hongbao.ops.audit.audit_cluster`: conservation to the fen including money in
-flight, replicas identical, journals replayed).
+flight, replicas identical, journals replayed). With a latency matrix (``--geo``) every
+link goes through its own proxy and the story is :class:`~hongbao.demo.geo_story.GeoStory`
+(latency switched on after bootstrap); the proxies go with the processes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-import signal
-import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hongbao.client.sdk import ClientOptions, HongbaoClient
+from hongbao.config.topology import load_topology
+from hongbao.demo.geo import GeoLatency
 from hongbao.demo.story import DemoResult, Say, Story, fen
 from hongbao.node.errors import HongbaoError
 from hongbao.ops.admin_pool import AdminPool
@@ -34,30 +38,51 @@ from hongbao.ops.live_audit import live_audit
 from hongbao.ops.local import LocalCluster, write_topology
 from hongbao.ops.processes import ClusterOpsError
 
+if TYPE_CHECKING:
+    from hongbao.demo.geo_story import GeoNet
+
 LIVE_AUDIT_TIMEOUT_S = 15.0
 
 __all__ = ["DemoResult", "run_live_demo"]
 
 
 def run_live_demo(
-    template: Path, say: Say, *, seed: int = 2024, stop_timeout_s: float = 15.0
+    template: Path,
+    say: Say,
+    *,
+    seed: int = 2024,
+    stop_timeout_s: float = 15.0,
+    latency: GeoLatency | None = None,
+    toxiproxy: str = "auto",
 ) -> DemoResult:
     """Start the cluster in a temporary directory, tell the story, audit, clean up.
 
-    The processes are killed and the directory removed however this ends (Ctrl-C included).
+    With ``latency``, every link goes through a proxy of a ``toxiproxy`` server (``auto``,
+    ``embedded`` or a URL) and the matrix goes on after bootstrap (a
+    :class:`~hongbao.demo.geo_story.GeoDemoResult` is returned). The processes are killed,
+    the proxies removed and the directory deleted however this ends (Ctrl-C included).
     """
     started = time.monotonic()
     temporary = Path(tempfile.mkdtemp(prefix="hongbao-demo-"))
     try:
         topology_path = write_topology(temporary / "topology.toml", template=template)
         data_dir = temporary / "data"
-        with LocalCluster(topology_path, data_dir) as cluster:
+        with contextlib.ExitStack() as stack:  # exits in reverse: processes, then proxies
+            geo: GeoNet | None = None
+            if latency is not None:
+                from hongbao.demo.geo_story import geo_network  # the proxies' libraries
+
+                geo = stack.enter_context(geo_network(
+                    load_topology(topology_path), latency, temporary / "dial",
+                    toxiproxy=toxiproxy,
+                ))  # fmt: skip
+            cluster = stack.enter_context(LocalCluster(topology_path, data_dir))
+            if geo is not None:
+                geo.apply_to(cluster)
             cluster.start()
             cluster.start_routers()
-            result = asyncio.run(_tell(cluster, say, seed))
-            for router_id in cluster.router_ids:
-                cluster.stop_router(router_id)
-            _stop_together(cluster, stop_timeout_s)
+            result = asyncio.run(_tell(cluster, say, seed, geo))
+            cluster.stop_together(stop_timeout_s)
             report = audit_cluster(data_dir, cluster.topology, deep=True, require_drained=True)
             if not report.ok or report.ledger is None:
                 say("[red]offline audit FAILED[/red]:\n" + report.describe())
@@ -77,29 +102,20 @@ def run_live_demo(
         shutil.rmtree(temporary, ignore_errors=True)
 
 
-def _stop_together(cluster: LocalCluster, timeout_s: float) -> None:
-    """SIGTERM every node at once (each then closes its peer streams at once), and wait."""
-    for node_id in cluster.node_ids:
-        cluster.signal(node_id, signal.SIGTERM)
-    for node_id in cluster.node_ids:
-        try:
-            code = cluster.processes[node_id].wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            tail = cluster.tail(node_id)
-            raise RuntimeError(f"node {node_id} ignored SIGTERM:\n{tail}") from None
-        if code != 0:
-            raise RuntimeError(f"node {node_id} exited with {code}:\n{cluster.tail(node_id)}")
-
-
-async def _tell(cluster: LocalCluster, say: Say, seed: int) -> DemoResult:
+async def _tell(cluster: LocalCluster, say: Say, seed: int, geo: GeoNet | None) -> DemoResult:
     topology = cluster.topology
     options = ClientOptions(timeout_s=2.0, attempts_max=20, region=topology.regions[0].name)
     async with (
         HongbaoClient.via_routers(topology, options) as client,
         AdminPool.for_topology(topology) as pool,
     ):
+        story = Story(cluster, client, pool, say, seed)
+        if geo is not None:
+            from hongbao.demo.geo_story import GeoStory
+
+            story = GeoStory(cluster, client, pool, say, seed, geo=geo, options=options)
         try:
-            result = await Story(cluster, client, pool, say, seed).run()
+            result = await story.run()
         except (HongbaoError, ClusterOpsError, DrainRefused) as error:
             raise RuntimeError(str(error)) from error
         await _live_audit(cluster, say)

@@ -84,6 +84,7 @@ async def set_region_state(
     deadline = time.monotonic() + timeout_s
     leader_hint = 0
     last = "no meta replica tried"
+    outcome_unknown = False  # an attempt timed out or was cut off: it may have committed
     while time.monotonic() < deadline:
         for address in _meta_addresses(pool, leader_hint):
             try:
@@ -99,11 +100,21 @@ async def set_region_state(
                         leader_hint = int(hint.node_id)
                         break  # start over from the leader it named
                     continue
+                if error.reason is ErrorReason.STALE_VERSION and outcome_unknown:
+                    # Our own earlier attempt may be what moved the version on: if the
+                    # state is what we asked for, that attempt committed.
+                    left_s = max(0.1, deadline - time.monotonic())
+                    current, _ = await read_state(pool, timeout_s=left_s)
+                    if current.state_of(region) is state:
+                        return current
                 if rpc_error.code() in (
                     grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.INVALID_ARGUMENT,
                     grpc.StatusCode.NOT_FOUND,
                 ):  # fmt: skip
                     raise MetaRefused(str(error)) from None
+                outcome_unknown = outcome_unknown or not error.server_reported or (
+                    error.reason is ErrorReason.OUTCOME_UNKNOWN
+                )
                 continue
             return from_proto(response)
         await asyncio.sleep(POLL_S * 5)
