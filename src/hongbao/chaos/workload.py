@@ -335,7 +335,8 @@ class ChaosWorkload:
         request = ledger_pb2.ExecuteRequest(operations=[p.operation for p in planned])
 
         def invoke(link: _Link, timeout_s: float) -> Awaitable[ProtoMessage]:
-            return link.batch.Execute(request, timeout=timeout_s, metadata=self._metadata)  # type: ignore[no-any-return]
+            answer = link.batch.Execute(request, timeout=timeout_s, metadata=self._metadata)
+            return answer  # type: ignore[no-any-return]
 
         response, failure, maybe, region = await self._call(
             caller, invoke, self._timeout_s if timeout_s is None else timeout_s
@@ -359,7 +360,8 @@ class ChaosWorkload:
 
         def invoke(link: _Link, timeout_s: float) -> Awaitable[ProtoMessage]:
             method = getattr(getattr(link, stub_name), method_name)
-            return method(request, timeout=timeout_s, metadata=self._metadata)  # type: ignore[no-any-return]
+            answer = method(request, timeout=timeout_s, metadata=self._metadata)
+            return answer  # type: ignore[no-any-return]
 
         response, failure, maybe, region = await self._call(caller, invoke, self._timeout_s)
         result = None

@@ -213,16 +213,7 @@ class Forwarder:
             nonlocal pending
             request = wire.repeated_field(_OPS, [chunks[p] for p in pending])
             try:
-                if self.bugs.retry_fresh_id:  # BUG SWITCH: cut a slow answer too
-                    answer = await self.links.forward(node_id, BATCH_EXECUTE, request, timeout_s)
-                else:
-                    answer = await self.links.forward_while_alive(
-                        node_id,
-                        BATCH_EXECUTE,
-                        request,
-                        timeout_s=deadline.remaining_s(),
-                        silent_s=timeout_s,
-                    )
+                answer = await self._send_part(node_id, request, timeout_s, deadline)
             except grpc.aio.AioRpcError as rpc_error:
                 error = error_from_rpc_error(rpc_error)
                 if error.outcome_unknown:
@@ -266,6 +257,15 @@ class Forwarder:
                     unknown if position in maybe_applied and not final.outcome_unknown else final
                 )
                 results[position] = _error_result(chosen)
+
+    async def _send_part(
+        self, node_id: int, request: bytes, timeout_s: float, deadline: Deadline
+    ) -> bytes:
+        if self.bugs.retry_fresh_id:  # BUG SWITCH: cut a slow answer too
+            return await self.links.forward(node_id, BATCH_EXECUTE, request, timeout_s)
+        return await self.links.forward_while_alive(
+            node_id, BATCH_EXECUTE, request, timeout_s=deadline.remaining_s(), silent_s=timeout_s
+        )
 
     def _renew_ids(self, positions: list[int], chunks: list[bytes], renewed: set[int]) -> None:
         """BUG SWITCH retry-fresh-id, a Batch part: the mutations among ``positions`` whose
