@@ -101,6 +101,7 @@ def test_courier_batches_are_accepted_by_a_remote_destination(
     topology = SimpleNamespace(
         limits=limits,
         node=lambda node_id: SimpleNamespace(address=f"127.0.0.1:{7000 + node_id}"),
+        dial_address=lambda node_id: f"127.0.0.1:{7000 + node_id}",
         home_leader_of=lambda shard_id: 2,
         shard_count=2,
         replicas_of=lambda shard_id: (1, 2),
