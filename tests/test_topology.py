@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import copy
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -452,3 +454,54 @@ def test_node_run_flags_override_the_runtime_table(
                                    "--trailing-entries", "99999999"])  # fmt: skip
     assert bad.exit_code != 0
     assert "trailing_entries = 99999999 must be in 0..10000000" in bad.output
+
+
+# -- metrics ports and city coordinates (issue 10) -------------------------------------
+
+
+def test_metrics_ports_and_coordinates_are_read() -> None:
+    doc = base()
+    for position, node in enumerate(nodes(doc)):
+        node["metrics_port"] = 9101 + position
+    doc["regions"] = [
+        {"name": "shenzhen", "latitude": 22.54, "longitude": 114.06},
+        {"name": "shanghai"},
+        {"name": "tianjin", "latitude": 39, "longitude": 117},
+    ]
+    topology = parse_topology(doc)
+    assert [n.metrics_address for n in topology.nodes] == [
+        "127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103",
+    ]  # fmt: skip
+    assert (topology.regions[0].latitude, topology.regions[0].longitude) == (22.54, 114.06)
+    assert topology.regions[1].latitude is None
+    assert topology.regions[2].longitude == 117.0
+    assert parse_topology(base()).nodes[0].metrics_address is None
+
+
+@pytest.mark.parametrize(
+    ("change", "where", "fragment"),
+    [
+        (lambda d: nodes(d)[0].update(metrics_port=7101), "nodes[0].metrics_port", "differ"),
+        (lambda d: nodes(d)[1].update(metrics_port=7101), "nodes[1].metrics_port", "also used"),
+        (lambda d: nodes(d)[0].update(metrics_port=0), "nodes[0].metrics_port", ""),
+        (lambda d: nodes(d)[0].update(metrics_port="9101"), "nodes[0].metrics_port", ""),
+        (lambda d: d["regions"][0].update(latitude=91, longitude=0), "regions[0].latitude",
+         "within"),
+        (lambda d: d["regions"][0].update(latitude=10), "regions[0]", "both"),
+        (lambda d: d["regions"][0].update(latitude=True, longitude=1), "regions[0].latitude",
+         "number"),
+    ],
+)
+def test_bad_metrics_ports_and_coordinates_are_refused(
+    change: Callable[[dict[str, Any]], None], where: str, fragment: str
+) -> None:
+    doc = base()
+    change(doc)
+    rejected(doc, where, fragment)
+
+
+def test_local_config_names_metrics_ports_and_cities() -> None:
+    topology = load_topology(CONFIGS / "local.toml")
+    assert all(n.metrics_port for n in topology.nodes)
+    assert all(r.metrics_port for r in topology.routers)
+    assert all(r.latitude is not None for r in topology.regions)

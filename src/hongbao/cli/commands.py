@@ -10,6 +10,7 @@ def register(group: click.Group) -> None:
     from hongbao.cli.bench import bench
     from hongbao.cli.chaos import chaos
     from hongbao.cli.cluster import cluster, node_drain, node_kill, node_start, node_stop
+    from hongbao.cli.console import console
     from hongbao.cli.demo import demo
     from hongbao.cli.envelope import envelope
     from hongbao.cli.node import node
@@ -17,6 +18,7 @@ def register(group: click.Group) -> None:
     from hongbao.cli.request import request
     from hongbao.cli.router import router
     from hongbao.cli.sim import sim
+    from hongbao.cli.top import top
     from hongbao.cli.toxiproxy import toxiproxy
     from hongbao.cli.wallet import wallet
 
@@ -36,3 +38,5 @@ def register(group: click.Group) -> None:
     group.add_command(toxiproxy)
     group.add_command(chaos)
     group.add_command(router)
+    group.add_command(console)
+    group.add_command(top)

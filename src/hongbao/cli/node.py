@@ -11,6 +11,7 @@ import click
 from hongbao.cli.common import insecure_flag, security_options, serve_process
 from hongbao.config.dial import with_dial_map
 from hongbao.config.topology import Topology, TopologyError, load_topology
+from hongbao.logs import LOG_FORMATS, LogFormat, setup_logging
 from hongbao.node.bugs import NODE_BUG_NAMES, NodeBugs
 from hongbao.security.handshake_log import install_if_enabled
 from hongbao.security.tls import insecure_problem
@@ -33,6 +34,9 @@ def node() -> None:
               help="Never fsync (tests and benchmarks only: an OS crash may lose data).")
 @click.option("--log-level", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--log-format", default="text", type=click.Choice(LOG_FORMATS),
+              help="text (the default) or json: one object per line on stderr, with the "
+                   "node, and the shard and request id where there is one.")
 @click.option("--ready-file", type=click.Path(dir_okay=False), default=None,
               help="Write this file once the node serves (for scripts and tests).")
 @click.option("--snapshot-interval-entries", type=click.IntRange(min=1), default=None,
@@ -49,7 +53,7 @@ def node() -> None:
               help="TEST ONLY: run with a deliberate bug (hongbao.node.bugs).")
 @security_options
 def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level: str,
-        ready_file: str | None, snapshot_interval_entries: int | None,
+        log_format: LogFormat, ready_file: str | None, snapshot_interval_entries: int | None,
         trailing_entries: int | None, dial_map: str | None,
         bug_names: tuple[str, ...]) -> None:
     """Host every shard replica placed on NODE and serve its gRPC API until SIGTERM.
@@ -62,11 +66,9 @@ def run(config_path: str, node_id: int, data_dir: str, no_fsync: bool, log_level
     from hongbao.node.server import NodeServer
     from hongbao.node.storage import Durability
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format=f"%(asctime)s node-{node_id} %(levelname)s %(name)s: %(message)s",
-    )
-    topology, topology_text = _load(config_path, node_id)
+    topology, topology_text = _load(config_path, node_id)  # errors need no logging yet
+    setup_logging("node", node_id, region=topology.region_of(node_id), level=log_level,
+                  fmt=log_format)  # fmt: skip
     try:
         topology = with_dial_map(topology, dial_map)
     except TopologyError as error:

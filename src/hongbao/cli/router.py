@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import click
 
@@ -12,10 +13,14 @@ from hongbao.cli.common import insecure_flag, security_options, serve_process
 from hongbao.config.dial import with_dial_map
 from hongbao.config.routers import PORT_MAX, RouterSpec
 from hongbao.config.topology import Topology, TopologyError, load_topology
+from hongbao.logs import LOG_FORMATS, LogFormat, setup_logging
 from hongbao.node.bugs import ROUTER_BUG_NAMES, RouterBugs
 from hongbao.security.tls import insecure_problem
 
 log = logging.getLogger(__name__)
+
+QUIET_AT_DEBUG = ("grpc", "asyncio")
+"""Libraries whose debug lines (a line per RPC, per loop) stay off at --log-level debug."""
 
 
 @click.group()
@@ -88,6 +93,12 @@ def choose_spec(
     "--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"])
 )
 @click.option(
+    "--log-format",
+    default="text",
+    type=click.Choice(LOG_FORMATS),
+    help="json: one JSON object per line on stderr (router, region, shard, request_id).",
+)
+@click.option(
     "--dial-map",
     type=click.Path(dir_okay=False),
     default=None,
@@ -110,6 +121,7 @@ def run(
     port: int | None,
     ready_file: str | None,
     log_level: str,
+    log_format: str,
     dial_map: str | None,
     bug_names: tuple[str, ...],
 ) -> None:
@@ -128,10 +140,15 @@ def run(
         raise click.ClickException(str(error)) from error
     except ValueError as error:
         raise click.UsageError(str(error)) from error
-    logging.basicConfig(
-        level=log_level.upper(),
-        format=f"%(asctime)s router-{spec.router_id} %(levelname)s %(name)s: %(message)s",
+    setup_logging(
+        "router",
+        spec.router_id,
+        region=spec.region,
+        level=log_level,
+        fmt=cast(LogFormat, log_format),
     )
+    for chatty in QUIET_AT_DEBUG:  # one line per call each: they would drown the router's
+        logging.getLogger(chatty).setLevel(max(logging.INFO, logging.getLogger().level))
     insecure = insecure_flag()
     problem = insecure_problem(topology, insecure=insecure, starts_process=True)
     if problem is not None:

@@ -60,6 +60,27 @@ def _int(
     return value
 
 
+def _optional_port(table: Mapping[str, object], key: str, where: str, port_max: int) -> int | None:
+    """An optional port (``metrics_port``): absent is None; else an integer in 1..port_max."""
+    if key not in table:
+        return None
+    return _int(table, key, where, minimum=1, maximum=port_max)
+
+
+def _optional_degrees(
+    table: Mapping[str, object], key: str, where: str, limit: float
+) -> float | None:
+    """An optional coordinate in degrees (latitude: 90, longitude: 180)."""
+    value = table.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _Problem(f"{where}.{key}", f"must be a number of degrees, not {_type_name(value)}")
+    if not -limit <= value <= limit:
+        raise _Problem(f"{where}.{key}", f"must be within [-{limit:g}, {limit:g}], not {value}")
+    return float(value)
+
+
 def _str(table: Mapping[str, object], key: str, where: str) -> str:
     value = table.get(key)
     if value is None:

@@ -16,6 +16,7 @@ from typing import final
 
 from hongbao.config._readers import (
     _int,
+    _optional_port,
     _optional_table,
     _Problem,
     _reject_unknown_keys,
@@ -33,10 +34,16 @@ class RouterSpec:
     region: str
     host: str
     port: int
+    # Prometheus /metrics of this router, on its host (optional: none without it).
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str | None:
+        return None if self.metrics_port is None else f"{self.host}:{self.metrics_port}"
 
 
 @final
@@ -98,12 +105,15 @@ def parse_routers(
     used = dict(taken)
     for position, table in enumerate(_tables(data, "routers", required=False)):
         where = f"routers[{position}]"
-        _reject_unknown_keys(table, frozenset({"id", "region", "host", "port"}), where)
+        _reject_unknown_keys(
+            table, frozenset({"id", "region", "host", "port", "metrics_port"}), where
+        )
         router = RouterSpec(
             router_id=_int(table, "id", where, minimum=1),
             region=_str(table, "region", where),
             host=_str(table, "host", where),
             port=_int(table, "port", where, minimum=1, maximum=PORT_MAX),
+            metrics_port=_optional_port(table, "metrics_port", where, PORT_MAX),
         )
         if router.region not in region_names:
             raise _Problem(
@@ -117,6 +127,14 @@ def parse_routers(
                 f"{where}.port", f"duplicate address {router.address} (also {used[router.address]})"
             )
         used[router.address] = f"router {router.router_id}"
+        if router.metrics_address is not None:
+            if router.metrics_address in used:
+                raise _Problem(
+                    f"{where}.metrics_port",
+                    f"duplicate address {router.metrics_address} "
+                    f"(also {used[router.metrics_address]})",
+                )
+            used[router.metrics_address] = f"router {router.router_id}'s metrics"
         routers.append(router)
     if routers:
         missing = [name for name in region_names if not any(r.region == name for r in routers)]

@@ -37,6 +37,8 @@ from hongbao._invariant import invariant
 from hongbao.config._readers import (
     _int,
     _is_int,
+    _optional_degrees,
+    _optional_port,
     _optional_table,
     _Problem,
     _reject_unknown_keys,
@@ -83,6 +85,9 @@ class TopologyError(ValueError):
 @dataclass(frozen=True, slots=True)
 class Region:
     name: str
+    # Where the city is, for the console's map (optional; both or neither).
+    latitude: float | None = None
+    longitude: float | None = None
 
 
 @final
@@ -92,10 +97,16 @@ class NodeSpec:
     region: str
     host: str
     port: int
+    # Prometheus /metrics of this node, on its host (optional: none without it).
+    metrics_port: int | None = None
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
+
+    @property
+    def metrics_address(self) -> str | None:
+        return None if self.metrics_port is None else f"{self.host}:{self.metrics_port}"
 
 
 @final
@@ -259,7 +270,11 @@ def _parse(data: Mapping[str, object]) -> Topology:
             raise _Problem(f"shards[{position}].id", problem)
         seen[placement.shard_id] = position
         placements[placement.shard_id] = placement
-    routers = parse_routers(data, region_names, {n.address: f"node {n.node_id}" for n in nodes})
+    taken = {n.address: f"node {n.node_id}" for n in nodes}
+    for n in nodes:
+        if n.metrics_address is not None:
+            taken[n.metrics_address] = f"node {n.node_id}'s metrics"
+    routers = parse_routers(data, region_names, taken)
     return Topology(
         regions=regions,
         nodes=nodes,
@@ -323,11 +338,15 @@ def _parse_regions(data: Mapping[str, object]) -> tuple[Region, ...]:
     regions: list[Region] = []
     for position, table in enumerate(_tables(data, "regions", required=True)):
         where = f"regions[{position}]"
-        _reject_unknown_keys(table, frozenset({"name"}), where)
+        _reject_unknown_keys(table, frozenset({"name", "latitude", "longitude"}), where)
         name = _str(table, "name", where)
-        if Region(name) in regions:
+        if any(r.name == name for r in regions):
             raise _Problem(f"{where}.name", f"duplicate region {name!r}")
-        regions.append(Region(name))
+        latitude = _optional_degrees(table, "latitude", where, 90)
+        longitude = _optional_degrees(table, "longitude", where, 180)
+        if (latitude is None) != (longitude is None):
+            raise _Problem(where, "give both latitude and longitude, or neither")
+        regions.append(Region(name, latitude, longitude))
     return tuple(regions)
 
 
@@ -335,13 +354,18 @@ def _parse_nodes(data: Mapping[str, object], region_names: list[str]) -> tuple[N
     nodes: list[NodeSpec] = []
     for position, table in enumerate(_tables(data, "nodes", required=True)):
         where = f"nodes[{position}]"
-        _reject_unknown_keys(table, frozenset({"id", "region", "host", "port"}), where)
+        _reject_unknown_keys(
+            table, frozenset({"id", "region", "host", "port", "metrics_port"}), where
+        )
         node = NodeSpec(
             node_id=NodeId(_int(table, "id", where, minimum=1)),
             region=_str(table, "region", where),
             host=_str(table, "host", where),
             port=_int(table, "port", where, minimum=1, maximum=PORT_MAX),
+            metrics_port=_optional_port(table, "metrics_port", where, PORT_MAX),
         )
+        if node.metrics_port == node.port:
+            raise _Problem(f"{where}.metrics_port", "must differ from the node's port")
         if node.region not in region_names:
             raise _Problem(
                 f"{where}.region",
@@ -353,7 +377,15 @@ def _parse_nodes(data: Mapping[str, object], region_names: list[str]) -> tuple[N
                     f"{where}.id",
                     f"duplicate node id {node.node_id} (also nodes[{other_position}])",
                 )
-            if other.address == node.address:
+            if node.metrics_address is not None and node.metrics_address in (
+                other.address,
+                other.metrics_address,
+            ):
+                raise _Problem(
+                    f"{where}.metrics_port",
+                    f"address {node.metrics_address} also used by nodes[{other_position}]",
+                )
+            if other.address == node.address or other.metrics_address == node.address:
                 raise _Problem(
                     f"{where}.port",
                     f"duplicate address {node.address} "

@@ -13,6 +13,10 @@ region's state it acts, and logs it at info:
   region takes no leadership back (``RaftCore.set_campaign_allowed``).
 
 A failed read changes nothing: the last state known stays in force (and its age grows).
+
+Every region's change is logged (event ``region_state_changed``), not only our own: a
+node's log then tells when it learnt of a drain elsewhere. :meth:`ClusterFollower.
+region_states` is what ``hongbao_region_state`` exposes: the state as followed here.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import time
 import grpc
 from grpc_health.v1 import health, health_pb2
 
-from hongbao.meta.state import ClusterState, from_proto
+from hongbao.logs import event
+from hongbao.meta.state import ClusterState, RegionState, from_proto
 from hongbao.net.channels import channel_options, open_channel
 from hongbao.node.cluster_guard import CLUSTER_ID_METADATA_KEY
 from hongbao.node.runtime import NodeRuntime
@@ -85,6 +90,13 @@ class ClusterFollower:
             await self.apply(previous, state)
         return state
 
+    def region_states(self) -> dict[str, RegionState]:
+        """Each region's operator state as this node last read it (empty: never read)."""
+        state = self.state  # one reference: a scrape thread sees one consistent state
+        if state is None:
+            return {}
+        return {region.name: state.state_of(region.name) for region in self.topology.regions}
+
     def age_ms(self) -> int:
         """How old the state held is (0 when never read: then ``state`` is None)."""
         if self.state is None:
@@ -94,16 +106,16 @@ class ClusterFollower:
     # -- acting on the state -----------------------------------------------------------------
 
     async def apply(self, previous: ClusterState | None, state: ClusterState) -> None:
-        mine = state.state_of(self.region)
-        before = previous.state_of(self.region) if previous is not None else None
-        if before is not mine:
-            log.info(
-                "node %d: region %s is %s (cluster state version %d)",
-                self.runtime.node_id,
-                self.region,
-                mine.value,
-                state.version,
-            )
+        for region in self.topology.regions:
+            now = state.state_of(region.name)
+            before = previous.state_of(region.name) if previous is not None else None
+            if before is not now:
+                ours = " (this node's region)" if region.name == self.region else ""
+                event(log, "region_state_changed", f"node {self.runtime.node_id}: region"
+                      f" {region.name}{ours} is {now.value} (cluster state version"
+                      f" {state.version})", state_region=region.name, state=now.value,
+                      previous=before.value if before is not None else None,
+                      version=state.version)  # fmt: skip
         self.runtime.set_campaign_allowed(state.may_lead(self.region))
         serving = state.takes_traffic(self.region)
         if serving != self.serving:

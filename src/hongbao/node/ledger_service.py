@@ -11,6 +11,7 @@ the same request id, and the ledger's idempotency makes that safe.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -42,6 +43,7 @@ from hongbao.ledger.results import (
 )
 from hongbao.ledger.sharding import parse_envelope_id, shard_for_user
 from hongbao.ledger.validate import validate, validate_query
+from hongbao.logs import log_context
 from hongbao.node import ledger_api as api
 from hongbao.node.admission import (
     BATCH_RESPONSE_LINES_MAX,
@@ -61,6 +63,8 @@ from hongbao.node.errors import (
 from hongbao.node.peer_guard import RefusalLog
 from hongbao.node.runtime import NodeRuntime
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2, ledger_pb2_grpc, peer_pb2
+
+log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
@@ -114,15 +118,17 @@ class LedgerFront:
         if rejected is not None:
             raise api.rejected_error(rejected)
         shard_id = self.command_shard(command)
-        future = self.runtime.submit(shard_id, command)
-        try:
-            result = await asyncio.wait_for(asyncio.shield(future), COMMAND_TIMEOUT_S)
-        except TimeoutError:
-            raise make_error(
-                ErrorReason.OUTCOME_UNKNOWN,
-                "no result before the deadline; retry with the same request id",
-                shard_id=shard_id,
-            ) from None
+        with log_context(shard=shard_id, request_id=getattr(command, "request_id", None)):
+            future = self.runtime.submit(shard_id, command)
+            try:
+                result = await asyncio.wait_for(asyncio.shield(future), COMMAND_TIMEOUT_S)
+            except TimeoutError:
+                log.warning("no result within %.1f s: outcome unknown", COMMAND_TIMEOUT_S)
+                raise make_error(
+                    ErrorReason.OUTCOME_UNKNOWN,
+                    "no result before the deadline; retry with the same request id",
+                    shard_id=shard_id,
+                ) from None
         return _unwrap(result, shard_id)
 
     def query_shard(self, query: Query) -> int:

@@ -59,6 +59,14 @@ class ShardReplica:
     reads_by_context: dict[bytes, list[PendingRead]] = field(default_factory=dict)
     reads_confirmed: list[PendingRead] = field(default_factory=list)
     snapshot_index: LogIndex = 0
+    # Counters for /metrics (hongbao.metrics.node reads them at scrape time): plain ints
+    # bumped on the loop, so the hot path pays an addition, not a metrics library's lock.
+    proposals_total: int = 0  # entries this replica proposed as leader
+    entries_applied_total: int = 0  # normal entries applied (conf changes excluded)
+    snapshot_sends_total: int = 0  # SNAP messages handed to the transport
+    snapshot_installs_total: int = 0
+    # The last (leader, term) logged as leader_changed: one line per change, not per cycle.
+    logged_leader: tuple[int, int] = (0, 0)
 
     @property
     def is_leader(self) -> bool:

@@ -15,6 +15,11 @@ this order (etcd's Ready contract, for all shards at once):
 
 While a cycle runs, new requests and messages queue up; the next cycle takes them all,
 so load turns into bigger batches rather than more fsyncs.
+
+Observability costs the loop little: counters are plain ints on the replicas, read by
+:mod:`hongbao.metrics.node` at scrape time; the cycle and durable-write timings go to
+the ``observe_*`` hooks (no-ops until the node server sets them); leadership changes,
+snapshot sends and installs, transfers received and slow fsyncs are logged as events.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from hongbao.ledger.commands import Command
 from hongbao.ledger.limits import Limits
 from hongbao.ledger.results import Result
 from hongbao.ledger.store import LedgerStore
+from hongbao.logs import event
 from hongbao.meta.machine import MetaMachine, MetaResult
 from hongbao.meta.state import ClusterState, SetRegion
 from hongbao.node import bugs, snapshots
@@ -48,7 +54,7 @@ from hongbao.node.storage import LmdbLogStorage, NodeEnv, WriteBatch
 from hongbao.raft.config import RaftConfig
 from hongbao.raft.core import RaftCore
 from hongbao.raft.errors import ProposalDropped
-from hongbao.raft.types import ConfState, EntryType, Message, NodeId, Ready, Role
+from hongbao.raft.types import ConfState, EntryType, Message, MessageType, NodeId, Ready, Role
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +97,10 @@ class NodeRuntime:
         self._rng = random.Random(int.from_bytes(os.urandom(8), "big"))
         self.stats = {"cycles": 0, "entries_applied": 0, "commands_applied": 0, "dropped": 0}
         self.refusals = RefusalLog()  # peer input refused, by reason and sender (peer_guard)
+        # Timings for /metrics, in seconds (set by the node server; no-ops otherwise).
+        self.observe_cycle_s: Callable[[float], None] = _ignore
+        self.observe_fsync_s: Callable[[float], None] = _ignore
+        env.on_durable_write = self._durable_write_done
         # Every Raft group hosted here (ledger shards, and the meta group if this node has
         # a replica of it) is in ``groups`` and driven alike; ``replicas`` holds the ledger
         # shards only, so code that routes client work or polls outboxes never sees the
@@ -222,7 +232,14 @@ class NodeRuntime:
             self._wakeup.set()
 
     def cycle(self, ticks: int) -> None:
-        """One pass of the Ready loop over every shard (see the module docstring)."""
+        """One pass of the Ready loop over every shard (see the module docstring), timed."""
+        started_s = time.perf_counter()
+        try:
+            self._cycle(ticks)
+        finally:
+            self.observe_cycle_s(time.perf_counter() - started_s)
+
+    def _cycle(self, ticks: int) -> None:
         self.stats["cycles"] += 1
         self._step_inbound()
         for _ in range(ticks):
@@ -247,11 +264,16 @@ class NodeRuntime:
         for replica, ready in readies:
             replica.core.advance(ready)
             self._after_advance(replica, ready)
+            self._log_leader_change(replica)
         self._maybe_snapshot()
 
     def _step_inbound(self) -> None:
         for _ in range(min(len(self._inbound), self.limits.inbound_per_cycle_max)):
             shard_id, message = self._inbound.popleft()
+            if message.type is MessageType.TIMEOUT_NOW:
+                event(log, "transfer_received", f"shard {shard_id}: node {message.from_} hands"
+                      " its leadership here", shard=shard_id, term=message.term,
+                      from_node=int(message.from_))  # fmt: skip
             step_checked(self.groups[shard_id].core, shard_id, message, self.refusals)
         if self._inbound:
             self._wakeup.set()  # more next cycle
@@ -339,6 +361,7 @@ class NodeRuntime:
                 if not item.future.done():
                     item.future.set_exception(error)
             return
+        replica.proposals_total += 1
         replaced = replica.inflight.pop(index, None)
         if replaced is not None:
             # Our entry of an earlier term at this index was truncated away and nobody will
@@ -442,6 +465,8 @@ class NodeRuntime:
 
     def _send_messages(self, replica: ShardReplica, ready: Ready) -> None:
         for message in ready.messages:
+            if message.type is MessageType.SNAP and message.snapshot is not None:
+                snapshots.log_send(replica, message)
             self.send(int(message.to), replica.shard_id, message)
 
     def _apply(
@@ -459,6 +484,7 @@ class NodeRuntime:
                     continue
                 results = replica.machine.apply_entry(store, entry.index, entry.data)
                 outcomes.append((replica, entry.index, entry.term, results))
+                replica.entries_applied_total += 1
                 self.stats["entries_applied"] += 1
                 self.stats["commands_applied"] += len(results)
         return outcomes
@@ -478,6 +504,26 @@ class NodeRuntime:
             error = self.not_leader(replica.shard_id)
             replica.fail_pending(error)
             replica.fail_reads(error)
+
+    def _log_leader_change(self, replica: ShardReplica) -> None:
+        """Once per new leader (or new term of one) as this replica sees it, at info."""
+        seen = (int(replica.core.leader_id), int(replica.core.term))
+        if seen[0] == 0 or seen == replica.logged_leader:
+            return  # no leader known (an election runs): the next one is logged
+        replica.logged_leader = seen
+        message = f"{_group_name(replica.shard_id)}: node {seen[0]} leads in term {seen[1]}"
+        event(log, "leader_changed", message, shard=replica.shard_id, term=seen[1],
+              leader=seen[0])  # fmt: skip
+
+    def _durable_write_done(self, seconds: float) -> None:
+        """One synced LMDB batch finished: time it, and name a slow disk at warning."""
+        self.observe_fsync_s(seconds)
+        fsync_ms = seconds * 1000
+        threshold_ms = self.limits.slow_fsync_ms
+        if fsync_ms > threshold_ms:
+            message = f"slow fsync: {fsync_ms:.1f} ms (over {threshold_ms} ms)"
+            event(log, "slow_fsync", message, level=logging.WARNING,
+                  fsync_ms=round(fsync_ms, 1), slow_fsync_ms=threshold_ms)  # fmt: skip
 
     def _maybe_snapshot(self) -> None:
         for replica in self.groups.values():
@@ -544,7 +590,10 @@ def _group_name(group_id: int) -> str:
     return "the meta group" if group_id == META_GROUP_ID else f"shard {group_id}"
 
 
+def _ignore(_: float) -> None:
+    """The default timing hook: a runtime without metrics records nothing."""
+
+
 def _consume_exception(future: asyncio.Future[Any]) -> None:
     if not future.cancelled():
         future.exception()
-

@@ -6,6 +6,7 @@ runtime, so that :mod:`hongbao.config.topology` can parse a ``[runtime]`` table 
 (:data:`RUNTIME_LIMIT_RANGES`): each one bounds a queue, a batch or a count, and a value
 outside its range is a configuration mistake that must stop a node at start-up with a
 clear message, not a node that runs out of memory or snapshots on every entry.
+``slow_fsync_ms`` is a threshold, not a bound: a durable write slower than it is logged.
 """
 
 from __future__ import annotations
@@ -35,6 +36,9 @@ class RuntimeLimits:
     # timeout (32 KiB is ~450 deposits, ~50 ms; the core's default 8 MiB held the loop for
     # seconds and made one client's flood of Batches cause elections).
     committed_bytes_per_cycle_max: int = 32 << 10
+    # A durable write (commit and fdatasync of one batch) slower than this is logged at
+    # warning with its milliseconds: slow disks are named, not guessed (etcd warns at 100).
+    slow_fsync_ms: int = 100
 
 
 _COUNT_MAX = 10_000_000  # above this a queue or a log tail is a memory problem, not a limit
@@ -50,6 +54,7 @@ RUNTIME_LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
         "snapshot_interval_entries": (1, 100_000_000),
         "trailing_entries": (0, _COUNT_MAX),
         "committed_bytes_per_cycle_max": (1 << 10, 1 << 30),
+        "slow_fsync_ms": (1, 60_000),
     }
 )
 invariant(

@@ -5,6 +5,10 @@ it holds no protocol or ledger logic. SIGTERM and SIGINT stop it cleanly: health
 NOT_SERVING, queued requests are refused with UNAVAILABLE, in-flight RPCs get a short
 grace period, the LMDB environment is closed. SIGKILL loses nothing acknowledged: every
 answer was given only after its effects were committed to LMDB.
+
+With a ``metrics_port`` in the topology the node also serves its own Prometheus registry
+(:mod:`hongbao.metrics.node`) on ``host:metrics_port``, started before the gRPC server
+and closed after it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from hongbao.config.topology import Topology
+from hongbao.metrics import MetricsServer, start_metrics_server
+from hongbao.metrics.node import NodeMetrics, NodeSources
 from hongbao.node import bugs
 from hongbao.node.admin import AdminServicer
 from hongbao.node.cluster_follow import ClusterFollower
@@ -203,6 +209,8 @@ class NodeServer:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self.peer_servicer: PeerServicer | None = None  # set by _add_services
+        self.metrics = self._node_metrics()
+        self.metrics_server: MetricsServer | None = None  # set by start() with a metrics_port
         self.restarts: list[int] = []  # one element per restart of a background task
 
     def _add_services(self) -> None:
@@ -235,7 +243,29 @@ class NodeServer:
             (*CLIENT_SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
 
+    def _node_metrics(self) -> NodeMetrics:
+        """The registry /metrics serves, and the runtime's timing hooks feeding it."""
+        metrics = NodeMetrics(
+            NodeSources(
+                groups=self.runtime.groups,
+                senders=self.transport.senders,
+                received_bytes=self._received_bytes,
+                region_states=self.follower.region_states,
+            )
+        )
+        self.runtime.observe_cycle_s = metrics.cycle_seconds.observe
+        self.runtime.observe_fsync_s = metrics.fsync_seconds.observe
+        return metrics
+
+    def _received_bytes(self) -> dict[int, int]:
+        servicer = self.peer_servicer
+        return {} if servicer is None else dict(servicer.received_bytes)
+
     async def start(self) -> None:
+        if self.spec.metrics_port is not None:  # OSError if taken: say so at start, not later
+            self.metrics_server = start_metrics_server(
+                self.metrics.registry, self.spec.host, self.spec.metrics_port
+            )
         self._add_services()
         if self.tls is not None:
             port = self.server.add_secure_port(self.spec.address, self.tls.server_credentials())
@@ -257,6 +287,8 @@ class NodeServer:
         self._spawn_restarting(f"node {self.node_id}: cluster state", self.follower.run)
         security = f"mutual TLS as {self.tls.identity.uri}" if self.tls else "WITHOUT TLS"
         log.info("node %d serving on %s, %s", self.node_id, self.spec.address, security)
+        if self.metrics_server is not None:
+            log.info("node %d metrics on %s", self.node_id, self.metrics_server.url)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         async def guarded() -> None:
@@ -290,6 +322,8 @@ class NodeServer:
         if self.peer_servicer is not None:  # no CancelledError tracebacks at exit
             await self.peer_servicer.wait_calls_closed()
         self.env.close()
+        if self.metrics_server is not None:  # its thread only reads; close off the loop
+            await asyncio.to_thread(self.metrics_server.close)
         log.info("node %d stopped", self.node_id)
 
     async def serve_until_signal(self, on_ready: Callable[[], None] | None = None) -> None:

@@ -11,9 +11,10 @@ from __future__ import annotations
 import logging
 
 from hongbao._invariant import invariant
+from hongbao.logs import event
 from hongbao.node.replica import ShardReplica
 from hongbao.node.storage import NodeEnv, WriteBatch
-from hongbao.raft.types import Ready
+from hongbao.raft.types import Message, Ready
 
 log = logging.getLogger("hongbao.node.runtime")  # where operators have always found these
 
@@ -32,13 +33,40 @@ def install(batch: WriteBatch, replica: ShardReplica, ready: Ready) -> None:
     )
     replica.snapshot_index = snapshot.meta.index
     replica.fail_inflight_up_to(snapshot.meta.index)
-    log.info(
-        "%s %d: installed a snapshot at index %d, term %d",
-        "group" if replica.machine.kind == "meta" else "shard",
-        replica.shard_id,
-        snapshot.meta.index,
-        snapshot.meta.term,
+    replica.snapshot_installs_total += 1
+    event(
+        log,
+        "snapshot_installed",
+        f"{_name(replica)}: installed a snapshot at index {snapshot.meta.index},"
+        f" term {snapshot.meta.term}",
+        shard=replica.shard_id,
+        index=int(snapshot.meta.index),
+        term=int(snapshot.meta.term),
     )
+
+
+def log_send(replica: ShardReplica, message: Message) -> None:
+    """A leader hands a follower a snapshot (it lags behind the compacted log): count it
+    and say so, since a snapshot costs far more than appends and a stream of them means a
+    follower that cannot keep up."""
+    snapshot = message.snapshot
+    invariant(snapshot is not None, "a SNAP message carries a snapshot")
+    assert snapshot is not None
+    replica.snapshot_sends_total += 1
+    event(
+        log,
+        "snapshot_sent",
+        f"{_name(replica)}: sending a snapshot at index {snapshot.meta.index} to node"
+        f" {message.to} ({len(snapshot.data)} bytes)",
+        shard=replica.shard_id,
+        index=int(snapshot.meta.index),
+        to_node=int(message.to),
+        size_bytes=len(snapshot.data),
+    )
+
+
+def _name(replica: ShardReplica) -> str:
+    return f"{'group' if replica.machine.kind == 'meta' else 'shard'} {replica.shard_id}"
 
 
 def snapshot_now(env: NodeEnv, replica: ShardReplica, trailing_entries: int) -> None:

@@ -16,6 +16,10 @@ A peer is untrusted: every message is checked by :mod:`hongbao.node.peer_guard` 
 is handed on, snapshot staging is bounded in total across streams
 (:class:`~hongbao.node.codec.StagingBudget`), and a message that does not encode is
 dropped with a warning rather than taking the stream down.
+
+Per peer, both halves count for /metrics (plain ints, read at scrape time): the sender
+its stream reconnects and the bytes of the batches it encoded, the servicer the bytes of
+the batches each peer sent us.
 """
 
 from __future__ import annotations
@@ -107,6 +111,8 @@ class PeerSender:
         self.dropped_messages = 0
         self.unencodable_messages = 0
         self.sent_batches = 0
+        self.sent_bytes = 0  # encoded RaftBatch bytes (what gRPC frames, before compression)
+        self.reconnects = 0  # streams opened after the first attempt (each follows a break)
         self.connected = False
 
     def send(self, shard_id: int, message: Message) -> None:
@@ -119,7 +125,11 @@ class PeerSender:
     async def run(self) -> None:
         """Keep a stream open to the peer until cancelled, reconnecting with back-off."""
         backoff_ms = self.limits.reconnect_backoff_ms_min
+        first_attempt = True
         while True:
+            if not first_attempt:
+                self.reconnects += 1
+            first_attempt = False
             try:
                 async with open_channel(
                     self.address, self.credentials, self.limits.grpc_options()
@@ -215,12 +225,14 @@ class PeerSender:
         self._batch_seq += 1
         self.sent_batches += 1
         try:
-            return self._encode(messages, chunks)
+            batch = self._encode(messages, chunks)
         except (ValueError, TypeError):
             # One message does not fit the wire (a term or index beyond 64 bits): drop it
             # and say so at warning, instead of losing the stream and every other message.
             encodable = [pair for pair in messages if self._encodes(pair)]
-            return self._encode(encodable, chunks)
+            batch = self._encode(encodable, chunks)
+        self.sent_bytes += batch.ByteSize()
+        return batch
 
     def _encode(
         self,
@@ -287,6 +299,9 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
         self.refusals = guard.log
         self.on_peer_stream = on_peer_stream  # called with the peer's id as its stream opens
         self.received_messages = 0
+        # Encoded RaftBatch bytes received, by sending node (only nodes of the topology
+        # get past _refusal, so this holds at most one key per peer).
+        self.received_bytes: dict[int, int] = {}
         self.staging = codec.StagingBudget(total_bytes_max=limits.snapshot_staging_bytes_max)
         self.streams = StreamRegistry(takeover_ms=stream_takeover_ms)
         # Inbound Stream calls grpc has not finished yet (keyed by their context): see the
@@ -360,6 +375,7 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 if slot.superseded:
                     return  # a newer stream of that node took over after this one went idle
                 slot.touch()
+                self.received_bytes[sender] = self.received_bytes.get(sender, 0) + batch.ByteSize()
                 self._deliver_messages(sender, batch)
                 acks = [
                     self._accept_chunk(sender, chunk, assembler)

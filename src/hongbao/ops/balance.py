@@ -6,17 +6,21 @@ newest answering process reports it; the node's own view must agree), and has ca
 its log within ``CAUGHT_UP_SLACK_ENTRIES`` of the leader's last index (the leader's
 ReplicaProgress) *and* its applied index within that of the leader's commit index (its
 own Status). Anything else stays where it is. Each attempt is bounded by an election
-timeout; the whole balance by its deadline.
+timeout; the whole balance by its deadline. Each transfer is logged by
+:func:`~hongbao.ops.transfer.transfer_once`; the outcome here (``leaders_moved_home``,
+``balance_incomplete``), at info.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import grpc
 
 from hongbao.config.topology import META_GROUP_ID
+from hongbao.logs import event
 from hongbao.meta.state import ClusterState, RegionState, from_proto
 from hongbao.ops.processes import ClusterOpsError
 from hongbao.ops.status import (
@@ -30,6 +34,8 @@ from hongbao.ops.status import (
 )
 from hongbao.ops.transfer import CAUGHT_UP_SLACK_ENTRIES, election_timeout_ms, transfer_once
 from hongbao.proto.gen.hongbao.v1 import admin_pb2
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.02
 
@@ -102,11 +108,16 @@ async def move_leaders_home(
             and may_lead(status, state, int(topology.home_leader_of(g)))
         }
         if not wanted:
+            names = ", ".join(group_name(g) for g in sorted(moved)) or "none needed to"
+            event(log, "leaders_moved_home", f"leaderships moved home: {names}",
+                  moved=len(moved))  # fmt: skip
             return sorted(moved)
         if time.monotonic() > deadline:
             detail = "; ".join(
                 f"{group_name(g)}: {last_errors.get(g, 'not caught up')}" for g in sorted(wanted)
             )
+            event(log, "balance_incomplete", f"{len(wanted)} groups are not led from home at "
+                  f"the deadline ({detail})", moved=len(moved), left=len(wanted))  # fmt: skip
             raise ClusterOpsError(
                 f"{len(wanted)} groups did not return to their home regions ({detail})"
             )

@@ -10,23 +10,31 @@ active region; (3) when none is led there, ``drained`` is recorded. At the deadl
 region stays ``draining`` (``cluster status`` flags it once overdue) and the stuck
 groups are named. ``undrain`` is allowed at any time. A node drain uses the same
 transfers and changes no cluster state (systemd ExecStop, Kubernetes preStop).
+Each step is logged at info (:func:`hongbao.logs.event`: ``drain_started``,
+``drain_propagated``, ``drain_finished``, ``region_undrained``, ``node_drain_*``) in the
+process that runs it, beside the progress lines the caller prints.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hongbao.config.topology import META_GROUP_ID, Topology
+from hongbao.logs import event
 from hongbao.meta.state import ClusterState, RegionState
 from hongbao.ops.admin_pool import AdminPool
 from hongbao.ops.cluster_state import Propagation, read_state, set_region_state, wait_for_version
 from hongbao.ops.status import group_name
 from hongbao.ops.transfer import EvacuationResult, TransferEvent, evacuate
 
+log = logging.getLogger(__name__)
+
 PROPAGATION_POLLS = 20  # wait at most this many [router] state_poll_ms for every process
 PROPAGATION_MIN_S = 2.0
+STUCK_LOGGED_MAX = 8  # groups named in one log line (the report has them all)
 
 
 class DrainRefused(RuntimeError):
@@ -104,7 +112,10 @@ async def drain_region(
     deadline_ms = int(time.time() * 1000 + deadline_s * 1000)
     marked = await set_region_state(pool, region, RegionState.DRAINING, deadline_ms=deadline_ms)
     report.version_draining = marked.version
-    on_phase(f"{region} marked draining (cluster state version {marked.version})")
+    text = f"{region} marked draining (cluster state version {marked.version})"
+    on_phase(text)
+    event(log, "drain_started", f"{text}, deadline {deadline_s:.1f} s", region=region,
+          version=marked.version, deadline_s=deadline_s)  # fmt: skip
     bound_s = max(PROPAGATION_MIN_S, PROPAGATION_POLLS * topology.router.state_poll_ms / 1000)
     bound_s = min(bound_s, max(0.0, deadline_s - (time.monotonic() - started)))
     report.propagation = await wait_for_version(pool, marked.version, bound_s)
@@ -115,6 +126,9 @@ async def drain_region(
     phase += f"; still behind: {', '.join(p.behind)}" if p.behind else ""
     phase += f"; not answering: {', '.join(p.silent)}" if p.silent else ""
     on_phase(phase)
+    event(log, "drain_propagated", f"{region}: {phase}", region=region,
+          version=marked.version, following=len(p.following), behind=",".join(p.behind),
+          silent=",".join(p.silent))  # fmt: skip
     leaving = frozenset(int(n.node_id) for n in topology.nodes_in(region))
 
     def may_take(node_id: int) -> bool:
@@ -137,7 +151,30 @@ async def drain_region(
             report.final_state = str(current.state_of(region))
         on_phase(f"{region} {report.final_state}: it leads nothing")
     report.elapsed_s = time.monotonic() - started
+    _log_drained(report)
     return report
+
+
+def _log_drained(report: DrainReport) -> None:
+    evacuation = report.evacuation
+    stuck = "; ".join(s.describe() for s in evacuation.stuck[:STUCK_LOGGED_MAX])
+    message = (
+        f"{report.region} {report.final_state} after {report.elapsed_s:.2f} s: "
+        f"{len(evacuation.moved)} leaderships moved in {evacuation.attempts} attempts"
+        + (f"; still led there at the deadline: {stuck}" if evacuation.stuck else "")
+    )
+    event(
+        log,
+        "drain_finished",
+        message,
+        region=report.region,
+        done=report.done,
+        state=report.final_state,
+        moved=len(evacuation.moved),
+        attempts=evacuation.attempts,
+        stuck=len(evacuation.stuck),
+        elapsed_s=round(report.elapsed_s, 3),
+    )
 
 
 async def undrain_region(pool: AdminPool, region: str) -> ClusterState:
@@ -145,6 +182,13 @@ async def undrain_region(pool: AdminPool, region: str) -> ClusterState:
     if region not in known:
         raise DrainRefused(f"unknown region {region!r} (regions: {', '.join(known)})")
     state = await set_region_state(pool, region, RegionState.ACTIVE)
+    event(
+        log,
+        "region_undrained",
+        f"{region} marked active (cluster state version {state.version})",
+        region=region,
+        version=state.version,
+    )
     bound_s = max(PROPAGATION_MIN_S, PROPAGATION_POLLS * pool.topology.router.state_poll_ms / 1000)
     await wait_for_version(pool, state.version, bound_s)  # so a balance right after sees it
     return state
@@ -172,10 +216,29 @@ async def drain_node(
     def may_take(other: int) -> bool:
         return state.state_of(topology.region_of(other)) is RegionState.ACTIVE
 
-    return await evacuate(
+    event(
+        log,
+        "node_drain_started",
+        f"moving every leadership off node {node_id} (deadline {deadline_s:.1f} s)",
+        node_id=node_id,
+        deadline_s=deadline_s,
+    )
+    result = await evacuate(
         pool,
         leaving=frozenset({node_id}),
         may_take=may_take,
         deadline_s=deadline_s,
         on_event=on_event,
     )
+    stuck = "; ".join(s.describe() for s in result.stuck[:STUCK_LOGGED_MAX])
+    event(
+        log,
+        "node_drain_finished",
+        f"node {node_id} {'leads nothing' if result.done else 'still leads: ' + stuck} after "
+        f"{result.elapsed_s:.2f} s ({len(result.moved)} moved)",
+        node_id=node_id,
+        done=result.done,
+        moved=len(result.moved),
+        stuck=len(result.stuck),
+    )
+    return result

@@ -66,6 +66,11 @@ def write_topology(
     for listener, port in zip(listeners, chosen, strict=True):
         listener["host"] = "127.0.0.1"
         listener["port"] = port
+    metered = [listener for listener in listeners if "metrics_port" in listener]
+    # Ports held together are distinct; at most len(chosen) of them can be the listeners'.
+    fresh = [p for p in free_ports(len(metered) + len(chosen)) if p not in chosen]
+    for listener, port in zip(metered, fresh[: len(metered)], strict=True):
+        listener["metrics_port"] = port
     data.update(overrides or {})
     path.write_text(_to_toml(data))
     return path
@@ -94,8 +99,8 @@ def _to_toml(data: dict[str, object]) -> str:
 def _scalar(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
+    if isinstance(value, int | float):
+        return repr(value)
     if isinstance(value, str):
         return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(value, list):

@@ -5,18 +5,21 @@ its leaderships back. Its nodes start; each of their replicas must apply up to t
 commit index its group's leader had when the node came up (by log or by snapshot);
 only then is the region marked ``active``; only then do leaders move home, and
 :func:`hongbao.ops.balance.move_leaders_home` picks no replica that has not caught up.
-Every wait has a deadline.
+Every wait has a deadline. Stops and starts are logged at info (``region_stopped``,
+``region_caught_up``, ``region_started``) in the process that runs them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from hongbao.config.topology import Topology, load_topology
+from hongbao.logs import event
 from hongbao.meta.state import RegionState
 from hongbao.ops.admin_pool import AdminPool
 from hongbao.ops.balance import move_leaders_home
@@ -31,6 +34,8 @@ from hongbao.ops.processes import (
     wait_ready,
 )
 from hongbao.ops.status import cluster_status, group_name, wait_for_leaders
+
+log = logging.getLogger(__name__)
 
 POLL_S = 0.05
 PROPAGATION_S = 5.0  # how long the region's nodes may take to see it active again
@@ -60,7 +65,22 @@ def stop_region(
     nodes = stop_processes(
         data_dir, [int(n.node_id) for n in topology.nodes_in(region)], kind="node", sig=sig
     )
+    event(
+        log,
+        "region_stopped",
+        f"{region} stopped ({sig.name}): nodes {_ids(nodes.stopped)} stopped, "
+        f"{_ids(nodes.killed)} killed, {_ids(nodes.not_running)} not running; routers "
+        f"{_ids(routers.stopped + routers.killed)}",
+        region=region,
+        signal=sig.name,
+        nodes_stopped=len(nodes.stopped),
+        nodes_killed=len(nodes.killed),
+    )
     return RegionStopResult(nodes=nodes, routers=routers)
+
+
+def _ids(ids: list[int]) -> str:
+    return ",".join(str(i) for i in ids) or "none"
 
 
 @dataclass(slots=True)
@@ -98,6 +118,19 @@ def start_region(
         process = spawn_router(config_path, data_dir, router_id)
         result.started_routers.append(router_id)
         wait_ready(data_dir, process)
+    event(
+        log,
+        "region_started",
+        f"{region} started: nodes {_ids(result.started_nodes)}, routers "
+        f"{_ids(result.started_routers)}; caught up in {result.catch_up_s:.2f} s; "
+        f"{'marked active; ' if result.marked_active else ''}"
+        f"{len(result.moved_home)} leaderships moved home"
+        + (f" ({result.balance_warning})" if result.balance_warning else ""),
+        region=region,
+        catch_up_s=round(result.catch_up_s, 3),
+        marked_active=result.marked_active,
+        moved_home=len(result.moved_home),
+    )
     return result
 
 
@@ -135,6 +168,9 @@ async def _catch_up_and_activate(
                 )
             await asyncio.sleep(POLL_S)
         result.catch_up_s = time.monotonic() - started
+        event(log, "region_caught_up", f"{region}'s replicas applied their groups' commit "
+              f"indexes in {result.catch_up_s:.2f} s", region=region,
+              replicas=len(targets))  # fmt: skip
         state, _ = await read_state(pool)
         if state.state_of(region) is not RegionState.ACTIVE:
             marked = await set_region_state(pool, region, RegionState.ACTIVE)

@@ -8,11 +8,14 @@ next candidate is tried; a few groups move in parallel; every attempt is reporte
 happens; at the deadline the groups still led from the leaving nodes are returned with
 their leader, the target last tried, the last error and how long they have been blocked.
 The leaving nodes are never candidates, so a leadership is never handed back to them.
+Every attempt (``leader_transferred`` / ``leader_transfer_failed``) and every new reason
+to wait (``leader_transfer_waiting``) is logged at info, here or by ``cluster balance``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,9 +23,12 @@ from dataclasses import dataclass, field
 import grpc
 
 from hongbao.config.topology import META_GROUP_ID, Topology
+from hongbao.logs import event
 from hongbao.node.errors import error_from_rpc_error
 from hongbao.ops.status import AdminSource, ClusterStatus, cluster_status, group_name, node_admin
 from hongbao.proto.gen.hongbao.v1 import admin_pb2
+
+log = logging.getLogger(__name__)
 
 CAUGHT_UP_SLACK_ENTRIES = 32  # a target this close to the leader's last index is caught up
 PARALLEL_TRANSFERS = 4  # groups moved at once
@@ -133,15 +139,41 @@ async def transfer_once(
     request = admin_pb2.TransferLeaderRequest(
         shard_id=group_id, target_node_id=target, wait_ms=wait_ms
     )
+    started_s = time.monotonic()
     try:
         response: admin_pb2.TransferLeaderResponse = await node_admin(
             source, leader
         ).TransferLeader(request, timeout=wait_ms / 1000 + RPC_GRACE_S)
-    except grpc.aio.AioRpcError as error:
-        return False, str(error_from_rpc_error(error))
-    if int(response.leader_node_id) == target:
-        return True, ""
-    return False, f"node {response.leader_node_id or 'none'} leads after {wait_ms} ms"
+    except grpc.aio.AioRpcError as rpc_error:
+        outcome = False, str(error_from_rpc_error(rpc_error))
+    else:
+        if int(response.leader_node_id) == target:
+            outcome = True, ""
+        else:
+            outcome = False, f"node {response.leader_node_id or 'none'} leads after {wait_ms} ms"
+    _log_transfer(group_id, leader, target, outcome, time.monotonic() - started_s)
+    return outcome
+
+
+def shard_label(group_id: int) -> int | str:
+    """A log line's ``shard``: the shard id, or "meta" (as the metrics label it)."""
+    return "meta" if group_id == META_GROUP_ID else group_id
+
+
+def _log_transfer(
+    group_id: int, leader: int, target: int, outcome: tuple[bool, str], seconds: float
+) -> None:
+    ok, error = outcome
+    name = group_name(group_id)
+    shard = shard_label(group_id)
+    if ok:
+        message = f"{name}: leadership node {leader} -> node {target} in {seconds:.2f} s"
+        event(log, "leader_transferred", message, shard=shard, from_node=leader,
+              to_node=target, seconds=round(seconds, 3))  # fmt: skip
+    else:
+        message = f"{name}: leadership node {leader} -> node {target} failed: {error}"
+        event(log, "leader_transfer_failed", message, shard=shard, from_node=leader,
+              to_node=target, error=error)  # fmt: skip
 
 
 async def evacuate(
@@ -227,7 +259,10 @@ class _Evacuation:
             if not candidates:
                 if track.last_error != why:
                     elapsed_s = time.monotonic() - self.started
-                    self.on_event(TransferEvent("waiting", g, leaders[g], None, elapsed_s, why))
+                    waiting = TransferEvent("waiting", g, leaders[g], None, elapsed_s, why)
+                    event(log, "leader_transfer_waiting", waiting.describe(), shard=shard_label(g),
+                          from_node=leaders[g], reason=why)  # fmt: skip
+                    self.on_event(waiting)
                 track.last_error = why
                 continue
             fresh = [c for c in candidates if c not in track.tried]

@@ -13,20 +13,36 @@ runs with the test-only ``retry-fresh-id`` switch, :mod:`hongbao.node.bugs`).
 ``forward_timeout_ms`` bounds how long a node may stay *silent*, not how long one call
 may take: a busy leader that keeps answering is waited for until the request's deadline (see
 :meth:`hongbao.router.links.NodeLinks.forward_while_alive` for the collapse it avoids).
+
+What it counts (:class:`~hongbao.metrics.router.RouterMetrics`): a *retry* is every
+attempt after a request's (or a Batch part's) first; a *redirect* is a retry that goes
+to the node a NOT_LEADER answer named. Its debug lines carry the shard and, for a single
+request, the client's request id (:func:`hongbao.logs.log_context`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeVar
 
 import grpc
 
-from hongbao.client.routing import Attempt, CallFailed, Deadline, RetryPolicy, Routing, run_call
+from hongbao.client.routing import (
+    Attempt,
+    CallFailed,
+    Deadline,
+    RetryPolicy,
+    Routing,
+    hinted_elsewhere,
+    run_call,
+)
 from hongbao.config.routers import RouterSettings
 from hongbao.ledger.limits import Limits
+from hongbao.logs import log_context
+from hongbao.metrics.router import RouterMetrics
 from hongbao.node import bugs
 from hongbao.node.admission import BATCH_RESPONSE_LINES_MAX
 from hongbao.node.errors import (
@@ -43,6 +59,9 @@ from hongbao.router import wire
 from hongbao.router.coalesce import Coalescer
 from hongbao.router.links import NodeLinks
 from hongbao.router.methods import BATCH_EXECUTE, Method, route_operation
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BATCH_OPERATIONS_MAX: Final = 10_000  # as a node: hongbao.node.ledger_service
 HISTORY_LIMIT_DEFAULT: Final = 50
@@ -86,8 +105,11 @@ class Forwarder:
         settings: RouterSettings,
         limits: Limits,
         router_bugs: bugs.RouterBugs | None = None,
+        *,
+        metrics: RouterMetrics | None = None,
     ) -> None:
         self.routing = routing
+        self.metrics = metrics
         self.links = links
         self.settings = settings
         self.limits = limits
@@ -105,10 +127,50 @@ class Forwarder:
     def _retried(self) -> None:
         self.counters.retries += 1
 
+    def _counted(self, shard_id: int, attempt: Attempt[T]) -> Attempt[T]:
+        """``attempt``, counting its retries and redirects for the metrics, and logging
+        each failed attempt at debug."""
+        sent = 0
+        hinted: int | None = None  # the leader the last failure named, if it will be followed
+
+        async def counted(node_id: int, timeout_s: float) -> T:
+            nonlocal sent, hinted
+            sent += 1
+            if sent > 1 and self.metrics is not None:
+                self.metrics.retries.inc()
+                if node_id == hinted:
+                    self.metrics.redirects.inc()
+            hinted = None
+            try:
+                return await attempt(node_id, timeout_s)
+            except Exception as exc:
+                error = error_of(exc)
+                if error is not None:
+                    if hinted_elsewhere(error, node_id) and self.routing.follows_hint(
+                        shard_id, error
+                    ):
+                        hinted = error.leader_hint.node_id if error.leader_hint else None
+                    log.debug("attempt %d at node %d: %s", sent, node_id, error)
+                raise
+
+        return counted
+
     async def single(self, method: Method, raw: bytes, deadline: Deadline) -> bytes:
         """The node's answer bytes; raises :class:`CallFailed` with what to answer."""
         self.counters.requests += 1
-        shard_id, stale_ok = method.route(self.routing, raw)
+        routed = method.routed(self.routing, raw)
+        with log_context(shard=routed.shard_id, request_id=routed.request_id or None):
+            try:
+                answer = await self._single(method, raw, routed.shard_id, routed.stale_ok, deadline)
+            except CallFailed as failed:
+                log.debug("%s failed: %s", method.path, failed.error)
+                raise
+            log.debug("%s forwarded and answered", method.path)
+            return answer
+
+    async def _single(
+        self, method: Method, raw: bytes, shard_id: int, stale_ok: bool, deadline: Deadline
+    ) -> bytes:
         coalescer = self.coalescer if method.coalesce else None
         lines = self.limits.envelope_shares_max if method.path.endswith("/Show") else 1
 
@@ -127,7 +189,7 @@ class Forwarder:
         return await run_call(
             self.routing,
             shard_id,
-            chosen,
+            self._counted(shard_id, chosen),
             deadline=deadline,
             policy=self.policy,
             forward_timeout_ms=self.settings.forward_timeout_ms,
@@ -235,16 +297,17 @@ class Forwarder:
                 raise retry
 
         try:
-            await run_call(
-                self.routing,
-                shard_id,
-                attempt,
-                deadline=deadline,
-                policy=self.policy,
-                forward_timeout_ms=self.settings.forward_timeout_ms,
-                error_of=error_of,
-                on_retry=self._retried,
-            )
+            with log_context(shard=shard_id):
+                await run_call(
+                    self.routing,
+                    shard_id,
+                    self._counted(shard_id, attempt),
+                    deadline=deadline,
+                    policy=self.policy,
+                    forward_timeout_ms=self.settings.forward_timeout_ms,
+                    error_of=error_of,
+                    on_retry=self._retried,
+                )
         except CallFailed as failed:
             final = answerable(failed, shard_id)
             unknown = make_error(

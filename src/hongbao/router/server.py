@@ -8,7 +8,9 @@ handlers on raw bytes: nothing is decoded that need not be), Admin.ClusterState 
 last poll) and Admin.Topology (Admin's other methods answer UNIMPLEMENTED), gRPC health,
 and reflection of the ledger services. Every request is bounded: at most
 ``inflight_requests_max`` at once (beyond: OVERLOADED), each within
-``request_timeout_ms`` or the client's own deadline.
+``request_timeout_ms`` or the client's own deadline. Every answered ledger request is
+counted by method and status code, with its latency (:mod:`hongbao.metrics.router`),
+served on the router's ``metrics_port`` when the topology names one.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Final
@@ -28,7 +31,9 @@ from grpc_reflection.v1alpha import reflection
 from hongbao.client.routing import CallFailed, Deadline, Routing
 from hongbao.config.routers import RouterSpec
 from hongbao.config.topology import Topology
-from hongbao.meta.state import to_proto
+from hongbao.meta.state import ClusterState, to_proto
+from hongbao.metrics import MetricsServer, start_metrics_server
+from hongbao.metrics.router import RouterMetrics
 from hongbao.node import bugs
 from hongbao.node.errors import ErrorReason, HongbaoError, abort_async, make_error
 from hongbao.node.server import CLIENT_SERVICE_NAMES, cluster_id_of
@@ -36,7 +41,7 @@ from hongbao.node.server_options import ServerLimits, server_options
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, admin_pb2_grpc
 from hongbao.router.forward import Forwarder, answerable
 from hongbao.router.links import CLUSTER_ID_KEY, NodeLinks
-from hongbao.router.methods import SINGLE_METHODS, Method, services
+from hongbao.router.methods import BATCH_EXECUTE, SINGLE_METHODS, Method, services
 from hongbao.router.probe import Prober
 from hongbao.router.state import StateFollower
 from hongbao.security.identity import Identity, Role
@@ -121,8 +126,18 @@ class RouterServer:
         dial = self.tls.channel_credentials() if self.tls is not None else None
         self.routing = Routing(topology, self.settings, region=spec.region)
         self.links = NodeLinks(topology, self.cluster_id, dial)
+        self.metrics = RouterMetrics(
+            method_paths=[*SINGLE_METHODS, BATCH_EXECUTE],
+            region_names=[r.name for r in topology.regions],
+        )
+        self.metrics_server: MetricsServer | None = None
         self.forwarder = Forwarder(
-            self.routing, self.links, self.settings, topology.limits, router_bugs
+            self.routing,
+            self.links,
+            self.settings,
+            topology.limits,
+            router_bugs,
+            metrics=self.metrics,
         )
         if router_bugs is not None:  # BUG SWITCH: say so loudly
             bugs.announce(log, f"router {spec.router_id}", router_bugs.names)
@@ -131,6 +146,7 @@ class RouterServer:
             self.links,
             cluster_id=self.cluster_id,
             poll_ms=self.settings.state_poll_ms,
+            on_change=self._followed,
         )
         self.prober = Prober(self.routing, self.links)
         self.health = health.aio.HealthServicer()
@@ -154,7 +170,7 @@ class RouterServer:
                 method = SINGLE_METHODS.get(path)
                 work = self.forwarder.batch if method is None else self._single(method)
                 methods[name] = grpc.unary_unary_rpc_method_handler(
-                    self._handler(work),
+                    self._handler(path, work),
                     request_deserializer=None,
                     response_serializer=None,
                 )
@@ -172,37 +188,55 @@ class RouterServer:
 
         return work
 
-    def _handler(self, work: Work) -> Callable[[bytes, Context], Awaitable[bytes]]:
-        settings = self.settings
+    def _handler(self, path: str, work: Work) -> Callable[[bytes, Context], Awaitable[bytes]]:
+        """The gRPC handler of ``path``: the answer, or the status it fails with, counted
+        with its latency (every exit: an answer, an error, a cancelled call)."""
 
         async def handle(raw: bytes, context: Context) -> bytes:
-            if self.inflight >= settings.inflight_requests_max:
-                self.refused_overloaded += 1
-                await abort_async(
-                    context,
-                    make_error(
-                        ErrorReason.OVERLOADED,
-                        f"this router has {self.inflight} requests in flight; at most "
-                        f"{settings.inflight_requests_max}: back off and retry",
-                    ),
-                )
-            self.inflight += 1
+            started_s = time.perf_counter()
+            code = grpc.StatusCode.UNKNOWN  # an exception none of the cases below expects
             try:
-                self._check_cluster_id(context)
-                deadline_ms = float(settings.request_timeout_ms)
-                remaining_s = context.time_remaining()
-                if remaining_s is not None:
-                    deadline_ms = min(deadline_ms, answer_before_ms(remaining_s * 1000.0))
-                return await work(raw, Deadline(deadline_ms))
+                answer = await self._serve(work, raw, context)
+                code = grpc.StatusCode.OK
+                return answer
             except CallFailed as failed:
+                code = _code_of(failed)
                 await self._fail(context, failed)
             except HongbaoError as error:
+                code = error.code
                 await abort_async(context, error)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED  # the client went away, or the server stops
+                raise
             finally:
-                self.inflight -= 1
+                self.metrics.observe(path, code, time.perf_counter() - started_s)
             raise AssertionError("unreachable: abort raises")
 
         return handle
+
+    async def _serve(self, work: Work, raw: bytes, context: Context) -> bytes:
+        """One request within the router's bounds; raises what the client is answered."""
+        settings = self.settings
+        if self.inflight >= settings.inflight_requests_max:
+            self.refused_overloaded += 1
+            raise make_error(
+                ErrorReason.OVERLOADED,
+                f"this router has {self.inflight} requests in flight; at most "
+                f"{settings.inflight_requests_max}: back off and retry",
+            )
+        self.inflight += 1
+        try:
+            self._check_cluster_id(context)
+            deadline_ms = float(settings.request_timeout_ms)
+            remaining_s = context.time_remaining()
+            if remaining_s is not None:
+                deadline_ms = min(deadline_ms, answer_before_ms(remaining_s * 1000.0))
+            return await work(raw, Deadline(deadline_ms))
+        finally:
+            self.inflight -= 1
+
+    def _followed(self, state: ClusterState) -> None:
+        self.metrics.follow(state)
 
     def _check_cluster_id(self, context: Context) -> None:
         for key, value in context.invocation_metadata() or ():
@@ -228,12 +262,17 @@ class RouterServer:
 
     async def start(self) -> None:
         self._add_services()
+        if self.spec.metrics_port is not None:  # first: a router told to serve metrics
+            self.metrics_server = start_metrics_server(  # does not start without (OSError)
+                self.metrics.registry, self.spec.host, self.spec.metrics_port
+            )
         address = f"{self.spec.host}:{self.spec.port}"
         if self.tls is not None:
             self.port = self.server.add_secure_port(address, self.tls.server_credentials())
         else:
             self.port = self.server.add_insecure_port(address)
         if self.port == 0:
+            self._close_metrics()
             raise OSError(f"cannot listen on {address}")
         await self.follower.poll_once()  # the first view before the first request
         await self.server.start()
@@ -244,9 +283,10 @@ class RouterServer:
         for name in ("", *CLIENT_SERVICE_NAMES):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         security = f"mutual TLS as {self.tls.identity.uri}" if self.tls else "WITHOUT TLS"
+        metrics = self.metrics_server.url if self.metrics_server is not None else "no metrics"
         log.info(
-            "router %d (%s) serving on %s:%d, %s",
-            self.spec.router_id, self.spec.region, self.spec.host, self.port, security,
+            "router %d (%s) serving on %s:%d, %s, %s",
+            self.spec.router_id, self.spec.region, self.spec.host, self.port, security, metrics,
         )  # fmt: skip
 
     async def _keep(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
@@ -287,8 +327,13 @@ class RouterServer:
         if self.forwarder.coalescer is not None:
             await self.forwarder.coalescer.close()
         await self.links.close()
+        await asyncio.to_thread(self._close_metrics)  # blocks up to its poll (~0.5 s)
         log.info("router %d stopped: %s", self.spec.router_id,
                  " ".join(f"{k}={v}" for k, v in self.stats().items()))  # fmt: skip
+
+    def _close_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
 
     async def serve_until_signal(self, on_ready: Callable[[], None] | None = None) -> None:
         stop = asyncio.Event()
@@ -302,3 +347,11 @@ class RouterServer:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _code_of(failed: CallFailed) -> grpc.StatusCode:
+    """The status :meth:`RouterServer._fail` answers ``failed`` with."""
+    cause = failed.cause
+    if isinstance(cause, grpc.aio.AioRpcError) and failed.error.server_reported:
+        return cause.code()
+    return answerable(failed, failed.error.shard_id).code

@@ -7,6 +7,8 @@ which stops guessing nodes of regions that do not take traffic. When no replica 
 the last state is kept (initially: every region active) and its age grows; a node that
 does not implement ClusterState yet is logged once and treated the same way. The state
 never goes backwards: an answer with a lower version than the one held is ignored.
+Each state taken is handed to ``on_change`` (the router's region state metric), and a
+change of a region's state is logged at info (``region_state_followed``).
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Final
 
 import grpc
 
 from hongbao.client.routing import Routing
+from hongbao.logs import event
 from hongbao.meta.state import ClusterState, from_proto
 from hongbao.proto.gen.hongbao.v1 import admin_pb2
 from hongbao.router.links import NodeLinks
@@ -31,7 +35,13 @@ POLL_TIMEOUT_MS_MAX: Final = 1_000
 
 class StateFollower:
     def __init__(
-        self, routing: Routing, links: NodeLinks, *, cluster_id: str, poll_ms: int
+        self,
+        routing: Routing,
+        links: NodeLinks,
+        *,
+        cluster_id: str,
+        poll_ms: int,
+        on_change: Callable[[ClusterState], None] = lambda state: None,
     ) -> None:
         topology = routing.topology
         self.routing = routing
@@ -40,7 +50,9 @@ class StateFollower:
         self.timeout_s = min(POLL_TIMEOUT_MS_MAX, max(poll_ms, 100)) / 1000.0
         region_names = tuple(r.name for r in topology.regions)
         self.state = ClusterState.initial(cluster_id, region_names)
+        self.on_change = on_change
         routing.cluster_state = self.state
+        on_change(self.state)
         replicas = [int(n) for n in topology.meta_replicas]
         own = [n for n in replicas if topology.region_of(n) == routing.region]
         self.order = own + [n for n in replicas if n not in own]
@@ -87,15 +99,25 @@ class StateFollower:
         state = from_proto(answer)
         if not state.regions or state.version < self.state.version:
             return
-        if state.version != self.state.version:
-            changed = [
-                f"{r.name}={r.state.value}"
-                for r in state.regions
-                if self.state.state_of(r.name) is not r.state
-            ]
-            log.info("cluster state version %d: %s", state.version, ", ".join(changed) or "-")
+        if state.version == self.state.version:
+            self.state = state
+            self.routing.cluster_state = state
+            return
+        changed = [
+            f"{r.name}={r.state.value}"
+            for r in state.regions
+            if self.state.state_of(r.name) is not r.state
+        ]
         self.state = state
         self.routing.cluster_state = state
+        self.on_change(state)
+        event(
+            log,
+            "region_state_followed",
+            f"cluster state version {state.version}: {', '.join(changed) or '-'}",
+            version=state.version,
+            changed=",".join(changed),
+        )
 
     async def run(self) -> None:
         while True:

@@ -24,6 +24,10 @@ Durability is explicit, never a side effect of flags nobody reads:
 A failed fsync is fatal (the page cache's state is unknown afterwards): the env refuses
 all further work and the node must stop.
 
+Every durable write is timed (:attr:`NodeEnv.on_durable_write`): with ``FSYNC`` a
+commit and its sync are one observation, the latency a client's answer waits on, which
+is what a slow disk stretches (etcd #12405). ``NO_FSYNC`` writes are not timed.
+
 Not thread-safe: one thread (the node's event loop) uses an env. Nesting write batches
 would deadlock on LMDB's writer lock, so it is refused with an invariant instead.
 """
@@ -32,7 +36,8 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,6 +187,9 @@ class NodeEnv:
         self._closed = False
         self._log_shards: set[int] = set()
         self.stats = EnvStats()
+        # Called with the seconds one durable batch took (commit and sync), FSYNC only:
+        # the node's fsync histogram and slow-fsync warning. Must be quick and not raise.
+        self.on_durable_write: Callable[[float], None] | None = None
 
     @property
     def path(self) -> Path:
@@ -217,8 +225,10 @@ class NodeEnv:
         batch = WriteBatch(self, self._env.begin(write=True), sync=sync)
         self._batch = batch
         committed = False
+        commit_started_s = 0.0
         try:
             yield batch
+            commit_started_s = time.perf_counter()
             batch.txn.commit()
             committed = True
         finally:
@@ -229,6 +239,8 @@ class NodeEnv:
         self.stats.commits += 1
         if batch.sync_requested:
             self.sync()
+        if self._durability is Durability.FSYNC and self.on_durable_write is not None:
+            self.on_durable_write(time.perf_counter() - commit_started_s)
 
     @contextmanager
     def read_txn(self) -> Iterator[lmdb.Transaction[bytes]]:

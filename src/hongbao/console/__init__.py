@@ -1,0 +1,1 @@
+"""The web operations console (``hongbao console``): an aiohttp server and its page."""
