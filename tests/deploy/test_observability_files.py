@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from hongbao.config.topology import load_topology
+from hongbao.config.topology import load_topology, parse_topology
+from tests.deploy.manifests import containers, k8s_documents, k8s_topology
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "cluster" / "prometheus" / "prometheus.yml"
@@ -85,3 +87,23 @@ def test_every_dashboard_expr_names_only_contract_metrics_and_labels() -> None:
             "hongbao_shard_follower_lag_entries", "hongbao_fsync_seconds",
             "hongbao_cycle_seconds", "hongbao_router_requests_total",
             "hongbao_router_request_seconds", "hongbao_region_state"} <= used  # fmt: skip
+
+
+def test_kubernetes_pods_expose_the_topologys_metrics_ports() -> None:
+    """The ConfigMap's topology names a metrics port for every process, and each pod
+    template declares that port (named ``metrics``) and the scrape annotations."""
+    topology = parse_topology(tomllib.loads(k8s_topology()))
+    node_ports = {n.metrics_port for n in topology.nodes}
+    router_ports = {r.metrics_port for r in topology.routers}
+    assert None not in node_ports | router_ports
+    seen: dict[str, set[int]] = {"node": set(), "router": set()}
+    for _, document in k8s_documents():
+        for container in containers(document):
+            if container["name"] not in seen:
+                continue
+            ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+            seen[container["name"]].add(ports["metrics"])
+            annotations = document["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true"
+            assert int(annotations["prometheus.io/port"]) == ports["metrics"]
+    assert seen == {"node": node_ports, "router": router_ports}
