@@ -34,7 +34,7 @@ from toxiproxy.api import APIConsumer  # type: ignore[import-untyped]
 from toxiproxy.exceptions import InvalidToxic, NotFound, ProxyExists  # type: ignore[import-untyped]
 
 from hongbao.config.topology import Topology
-from hongbao.ops.local import free_ports
+from hongbao.ops.local import free_ports, topology_ports
 
 API_TIMEOUT_S: Final = 30.0  # above the server's own 25 s handler limit
 CREATE_ATTEMPTS: Final = 3  # a listen port taken meanwhile: another free port
@@ -109,7 +109,9 @@ class ChaosNet:
         self.topology = topology
         self.api_host = api_host
         self.api_port = api_port
-        self.links: tuple[Link, ...] = plan_links(topology, free_ports(count))
+        self.links: tuple[Link, ...] = plan_links(
+            topology, free_ports(count, exclude=topology_ports(topology))
+        )
         self._created: set[str] = set()
         self._extensions: tuple[str, ...] | None = None
 
@@ -176,10 +178,16 @@ class ChaosNet:
                 except ChaosNetError as error:
                     if "address already in use" not in str(error) or attempt + 1 == CREATE_ATTEMPTS:
                         raise
-                    link = replace(link, listen=f"127.0.0.1:{free_ports(1)[0]}")
+                    link = replace(link, listen=f"127.0.0.1:{self._spare_port(links)}")
             links[index] = link
             self._created.add(link.name)
         self.links = tuple(links)
+
+    def _spare_port(self, links: list[Link]) -> int:
+        """A free port that is neither a process's nor another link's."""
+        promised = topology_ports(self.topology)
+        promised |= {int(link.listen.rsplit(":", 1)[1]) for link in links}
+        return free_ports(1, exclude=promised)[0]
 
     def destroy(self) -> None:
         """Delete every proxy this net created (already gone: fine)."""

@@ -52,7 +52,7 @@ from hongbao.chaos.workload import ChaosWorkload
 from hongbao.config.topology import Topology, load_topology
 from hongbao.ops.admin_pool import AdminPool
 from hongbao.ops.audit import audit_cluster
-from hongbao.ops.local import LocalCluster, write_topology
+from hongbao.ops.local import LocalCluster, topology_ports, write_topology
 from hongbao.ops.status import wait_for_leaders, wait_for_quiet
 
 log = logging.getLogger(__name__)
@@ -187,7 +187,7 @@ class _Run:
 
     async def execute(self, seed: int) -> RunOutcome:
         choice = resolve_toxiproxy(self.options.toxiproxy)
-        with open_toxiproxy(choice, seed=seed) as endpoint:
+        with open_toxiproxy(choice, seed=seed, avoid=topology_ports(self.topology)) as endpoint:
             self.info.toxiproxy = endpoint.url if choice.kind == "url" else choice.kind
             net = ChaosNet(self.topology, endpoint.host, endpoint.port)
             cluster = LocalCluster(self.config_path, self.data_dir, no_fsync=self.options.no_fsync)

@@ -37,7 +37,7 @@ from hongbao.demo.geo_measure import (
 from hongbao.demo.story import LEADERS_TIMEOUT_S, DemoResult, Say, Story
 from hongbao.ops.admin_pool import AdminPool
 from hongbao.ops.balance import move_leaders_home
-from hongbao.ops.local import LocalCluster
+from hongbao.ops.local import LocalCluster, topology_ports
 
 SERVER_NAMES = {"binary": "toxiproxy-server", "embedded": "hongbao's Toxiproxy-compatible server",
                 "url": "the Toxiproxy server given"}  # fmt: skip
@@ -68,7 +68,7 @@ def geo_network(
     """A Toxiproxy server with a proxy on every link of ``topology`` (no latency yet) and
     the dial maps in ``directory``; the proxies deleted and the server stopped on exit."""
     choice = resolve_toxiproxy(toxiproxy)
-    with open_toxiproxy(choice) as endpoint:
+    with open_toxiproxy(choice, avoid=topology_ports(topology)) as endpoint:
         net = ChaosNet(topology, endpoint.host, endpoint.port)
         try:
             net.create()

@@ -25,24 +25,44 @@ from hongbao.config.topology import Topology, load_topology
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 POLL_S = 0.02
+FREE_PORT_SPARE = 64  # binds beyond the excluded ones before giving up
 
 
 class ClusterError(RuntimeError):
     """A node did not start or stop as asked; the message includes its log's tail."""
 
 
-def free_ports(count: int) -> list[int]:
-    """Ports that were free a moment ago on 127.0.0.1 (held together, so all distinct)."""
-    sockets = []
+def free_ports(count: int, *, exclude: Iterable[int] = ()) -> list[int]:
+    """Ports that were free a moment ago on 127.0.0.1 (held together, so all distinct).
+
+    ``exclude``: ports already promised to processes that have not bound them yet (a
+    topology written a moment ago), which the kernel may well hand out again.
+    """
+    taken = set(exclude)
+    sockets: list[socket.socket] = []
+    ports: list[int] = []
     try:
-        for _ in range(count):
+        while len(ports) < count:
+            if len(sockets) >= count + len(taken) + FREE_PORT_SPARE:
+                raise RuntimeError(f"could not find {count} free ports on 127.0.0.1")
             sock = socket.socket()
             sock.bind(("127.0.0.1", 0))
             sockets.append(sock)
-        return [sock.getsockname()[1] for sock in sockets]
+            port = int(sock.getsockname()[1])
+            if port not in taken:
+                ports.append(port)
+        return ports
     finally:
         for sock in sockets:
             sock.close()
+
+
+def topology_ports(topology: Topology) -> set[int]:
+    """Every 127.0.0.1 port a topology's processes will listen on (service and metrics)."""
+    ports = {int(n.port) for n in topology.nodes} | {int(r.port) for r in topology.routers}
+    ports |= {int(n.metrics_port) for n in topology.nodes if n.metrics_port}
+    ports |= {int(r.metrics_port) for r in topology.routers if r.metrics_port}
+    return ports
 
 
 def write_topology(

@@ -9,18 +9,18 @@ for a URL) and yields its address; it stops it on exit, whatever the exit.
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Literal, final
 from urllib.parse import urlsplit
 
 from hongbao.chaos.toxiproxy.embedded import ThreadedToxiproxy
+from hongbao.ops.local import free_ports
 
 Kind = Literal["url", "embedded", "binary"]
 BINARY_NAME = "toxiproxy-server"
@@ -65,33 +65,31 @@ def resolve_toxiproxy(
 
 @contextmanager
 def open_toxiproxy(
-    choice: ToxiproxyChoice, *, seed: int | None = None
+    choice: ToxiproxyChoice, *, seed: int | None = None, avoid: Iterable[int] = ()
 ) -> Iterator[ToxiproxyEndpoint]:
-    """Start the chosen server on 127.0.0.1 (a free port) and yield where it listens."""
+    """Start the chosen server on 127.0.0.1 (a free port, none of ``avoid``: the ports a
+    topology promised to processes not started yet) and yield where it listens."""
+    avoid = set(avoid)
     if choice.kind == "url":
         parts = urlsplit(choice.url)
         assert parts.hostname is not None
         assert parts.port is not None
         yield ToxiproxyEndpoint("url", parts.hostname, parts.port)
     elif choice.kind == "embedded":
-        with ThreadedToxiproxy("127.0.0.1", 0, seed=seed) as server:
+        with ThreadedToxiproxy("127.0.0.1", _free_port(avoid), seed=seed) as server:
             yield ToxiproxyEndpoint("embedded", server.host, server.port)
     else:
-        with _binary(choice.binary) as endpoint:
+        with _binary(choice.binary, _free_port(avoid)) as endpoint:
             yield endpoint
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_port(avoid: set[int]) -> int:
+    return free_ports(1, exclude=avoid)[0]
 
 
 @contextmanager
-def _binary(binary: str) -> Iterator[ToxiproxyEndpoint]:
+def _binary(binary: str, port: int) -> Iterator[ToxiproxyEndpoint]:
     """A real toxiproxy-server child process, stopped (SIGTERM, then SIGKILL) on exit."""
-    port = _free_port()
     child = subprocess.Popen(
         [binary, "-host", "127.0.0.1", "-port", str(port)],
         stdout=subprocess.DEVNULL,
