@@ -47,6 +47,9 @@ def test_smoke_suite_passes_and_reanalyses_to_the_same_verdict(tmp_path: Path) -
     assert all(f["injected_s"] is not None and f["healed_s"] is not None for f in data["faults"])
     assert all(checks_of(report).values())
     assert not (report / "cluster").exists()  # the cluster's data is removed unless kept
+    logs = sorted(p.name for p in (report / "logs").glob("*.log"))  # but its logs stay
+    assert logs == ["node-1.log", "node-2.log", "node-3.log",
+                    "router-1.log", "router-2.log", "router-3.log"], logs  # fmt: skip
     again = chaos("check", str(report), timeout_s=60)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "same verdict as stored: PASS" in again.stdout

@@ -26,6 +26,7 @@ import os
 import platform
 import random
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -327,6 +328,7 @@ class _Run:
         self.active_file.unlink(missing_ok=True)
         if self.info.interrupted:
             self.info.save(self.report_dir)
+        _keep_logs(self.data_dir, self.report_dir / "logs")
         if not self.options.keep_data and self.data_dir.exists():
             _remove_tree(self.data_dir)
 
@@ -395,6 +397,15 @@ async def _sleep_until(clock: Callable[[], float], at_s: float) -> None:
     delay_s = at_s - clock()
     if delay_s > 0:
         await asyncio.sleep(delay_s)  # a schedule, not a wait for a condition
+
+
+def _keep_logs(data_dir: Path, logs_dir: Path) -> None:
+    """Every node's and router's log moves into the report: what a failed check needs
+    first, and small beside the LMDB files that go."""
+    for log_file in sorted(data_dir.glob("*.log")) if data_dir.exists() else []:
+        logs_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(OSError):
+            shutil.move(log_file, logs_dir / log_file.name)
 
 
 def _remove_tree(path: Path) -> None:
