@@ -295,3 +295,47 @@ def test_a_refusal_by_the_leader_itself_makes_the_client_back_off(tmp_path: Path
     assert error.reason is ErrorReason.UNAVAILABLE
     assert isinstance(error, RetryableError)
     assert not error.outcome_unknown  # nothing entered the log: a definite "not applied"
+
+
+def test_a_command_whose_caller_gave_up_before_the_cycle_is_never_proposed(
+    tmp_path: Path,
+) -> None:
+    """Under overload, requests wait in the shard's queue past their callers' deadlines.
+    A caller that gives up (a cancelled call, a passed deadline) must take its queued
+    command with it: proposing it anyway is work nobody waits for, and a queue of such
+    work is how a busy cluster collapses (every request times out behind dead ones)."""
+    from hongbao.ledger import machine
+    from hongbao.ledger.commands import GetAccount
+    from hongbao.ledger.results import Rejected
+    from hongbao.node.ledger_service import LedgerFront
+
+    async def scenario() -> tuple[int, int, int]:
+        h = Harness(tmp_path, ONE_NODE)
+        try:
+            await h.elect()
+            replica = h.runtime.replicas[0]
+            front = LedgerFront(h.runtime)
+            before = replica.proposals_total
+            gone = asyncio.ensure_future(front.mutate(Deposit("gone-1", "alice", 100)))
+            await asyncio.sleep(0)  # queued in the shard
+            assert len(replica.pending) == 1
+            gone.cancel()
+            await asyncio.sleep(0)
+            kept = asyncio.ensure_future(front.mutate(Deposit("kept-1", "bob", 100)))
+            await asyncio.sleep(0)
+            await h.cycle(3, ack=True)
+            await asyncio.wait_for(kept, 5)
+            def account(user: str) -> object:
+                return h.runtime.query(
+                    0, lambda store: machine.query(store, GetAccount(user), now_ms=0)
+                )
+
+            balances = [account("alice"), account("bob")]
+            return before, replica.proposals_total, balances
+        finally:
+            h.close()
+
+    before, after, (alice, bob) = asyncio.run(scenario())
+    assert after - before == 1  # one entry, holding only the command still awaited
+    assert bob.data.balance_fen == 100
+    assert isinstance(alice, Rejected), alice  # no such wallet: the abandoned deposit never ran

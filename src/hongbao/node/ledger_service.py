@@ -121,7 +121,11 @@ class LedgerFront:
         with log_context(shard=shard_id, request_id=getattr(command, "request_id", None)):
             future = self.runtime.submit(shard_id, command)
             try:
-                result = await asyncio.wait_for(asyncio.shield(future), COMMAND_TIMEOUT_S)
+                # Not shielded: a caller that gives up (its deadline, a cancelled call, our
+                # own timeout) cancels the future, and a command still queued is then never
+                # proposed. Under overload that is what keeps the queue from filling with
+                # work nobody waits for (a command already proposed still applies, once).
+                result = await asyncio.wait_for(future, COMMAND_TIMEOUT_S)
             except TimeoutError:
                 log.warning("no result within %.1f s: outcome unknown", COMMAND_TIMEOUT_S)
                 raise make_error(
