@@ -12,6 +12,7 @@ def register(group: click.Group) -> None:
     from hongbao.cli.cluster import cluster, node_drain, node_kill, node_start, node_stop
     from hongbao.cli.console import console
     from hongbao.cli.demo import demo
+    from hongbao.cli.dump import dump
     from hongbao.cli.envelope import envelope
     from hongbao.cli.node import node
     from hongbao.cli.region import region
@@ -40,3 +41,4 @@ def register(group: click.Group) -> None:
     group.add_command(router)
     group.add_command(console)
     group.add_command(top)
+    group.add_command(dump)

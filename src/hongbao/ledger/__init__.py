@@ -5,7 +5,8 @@ node runtime drives it (LMDB transactions, Raft entries, the courier), never the
 The modules, from the bottom up:
 
 * ``store``: the storage seam (:class:`LedgerStore`) and :class:`MemoryStore`;
-* ``codec``: canonical JSON for every record; ``limits``, ``reasons``, ``sharding``;
+* ``codec``: canonical MessagePack (version byte first) for every record; ``limits``,
+  ``reasons``, ``sharding``;
 * ``records``, ``commands``, ``results``: the data;
 * ``books`` (money moves only through it), ``wallet``, ``lucky``, ``envelope``,
   ``outbox``, ``idempotency``, ``validate``: the rules;

@@ -1,24 +1,36 @@
-"""Canonical, strict JSON for every ledger record, command, query and result.
+"""Canonical, strict MessagePack for every ledger record, command, query and result.
 
 Rules of this module: it knows nothing about money, only about shapes. A class takes part
 by being a dataclass decorated with :func:`registered`; its fields may be ``int``, ``str``,
 ``bool``, ``None``, a ``StrEnum``, ``tuple[X, ...]``, a registered dataclass, or a union
-of those. Every object carries its tag under ``"t"``.
+of those. Every record carries its tag.
 
-Why JSON with sorted keys and not ``struct``:
+Format :data:`FORMAT_VERSION` 1: one version byte, then one MessagePack value as msgspec
+writes it. A record is an array ``[tag, field1, field2, ...]`` in the dataclass's field
+order; ``int`` is a MessagePack integer within 64 bits; a ``wide_ints`` field is a 16-byte
+big-endian two's complement ``bin`` (MessagePack integers stop at 64 bits); ``str`` is UTF-8;
+a ``StrEnum`` is its string value; a tuple is an array; a union member is its own tagged
+array, so decoding dispatches on the tag. :func:`to_json` renders any document readably.
 
-* Determinism is what replicas need, and canonical JSON gives it: sorted keys, no spaces,
-  ASCII only, integers only (floats, NaN and infinities are refused when reading). The
-  encoding of a value is unique, and :func:`decode` *checks* that by re-encoding, so a
-  document is accepted only in its one canonical spelling: ``encode(decode(b)) == b`` for
-  every accepted ``b``, and ``decode(encode(v)) == v`` for every value.
-* It is self-describing and readable in a log dump, it versions by adding fields, and the
-  stdlib parser is C-fast. The price is size (field names repeat): a deposit is ~80
-  bytes, which the log batches and LMDB pages absorb.
-* Strictness is cheap to state: exact field sets, duplicate keys refused, ``true`` is not
-  an integer, integers stay within 64 bits, documents within :data:`DOCUMENT_BYTES_MAX`.
+Why msgspec (C-accelerated, typed, strict) and not the hand-written canonical JSON before it:
 
-Garbage raises :class:`CodecError` (a ``ValueError``) with the path of the offending part.
+* Determinism is what replicas need: msgspec writes every integer and string in its shortest
+  spelling and a record's fields in one fixed order, so a value has exactly one encoding.
+  :func:`decode` *checks* that by re-encoding what it read (in C): ``encode(decode(b)) == b``
+  for every accepted ``b``, and ``decode(encode(v)) == v`` for every value.
+* Speed: encoding and decoding run in C; what stays in Python is building the dataclasses.
+  The ledger keeps dataclasses (``dataclasses.replace`` everywhere), so each registered class
+  gets a *mirror*: a msgspec ``Struct`` (array-like, tagged, exact field count, 64-bit
+  integer bounds) that msgspec validates the document into; one compiled function per type
+  then builds the dataclass (msgspec cannot decode a union of several dataclasses itself).
+  Encoding builds ``[tag, field, ...]`` from the attributes (``operator.attrgetter``), lets
+  msgspec write it, and has the strict decoder read the bytes back into the mirror (in C):
+  a value that does not fit its annotations never reaches the disk or the log.
+* Strictness: exact field sets, ``true`` is not an integer, no floats, integers within 64
+  bits (or the wide bound), documents within :data:`DOCUMENT_BYTES_MAX`, a known version.
+
+Garbage raises :class:`CodecError` (a ``ValueError``) with the path of the offending part,
+by field name (``$.commands[3].amount_fen``).
 """
 
 from __future__ import annotations
@@ -26,24 +38,36 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import operator
 import types
 import typing
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+from msgspec.structs import astuple
 
 from hongbao._invariant import InvariantViolation, invariant
+from hongbao.ledger.codec_paths import TAG as TAG
+from hongbao.ledger.codec_paths import MirrorShapes, located
 
 T = TypeVar("T")
 
-TAG = "t"
+FORMAT_VERSION = 1
+"""The first byte of every document; another value is refused, never misread."""
 INT_MIN = -(2**63)
 INT_MAX = 2**63 - 1
 WIDE_INT_MAX = 2**127 - 1
 """Bound of the fields a record declares ``wide_ints``: no sum of money reaches it."""
+WIDE_INT_BYTES = 16
 DOCUMENT_BYTES_MAX = 16 * 1024 * 1024
 """Largest document accepted: above any sane log entry or snapshot row."""
 
-_BY_TAG: dict[str, type] = {}
+_VERSION_BYTE = bytes([FORMAT_VERSION])
+_Int64 = Annotated[int, msgspec.Meta(ge=INT_MIN, le=INT_MAX)]
+_WideBytes = Annotated[bytes, msgspec.Meta(min_length=WIDE_INT_BYTES, max_length=WIDE_INT_BYTES)]
+_ENCODER = msgspec.msgpack.Encoder(order="deterministic")
+
 _TAG_OF: dict[type, str] = {}
 _HINTS: dict[type, tuple[tuple[str, object], ...]] = {}
 _WIDE_INTS: dict[type, frozenset[str]] = {}
@@ -59,16 +83,20 @@ def registered(tag: str, *, wide_ints: tuple[str, ...] = ()) -> Callable[[type[T
     ``wide_ints`` names ``int`` fields allowed the range of :data:`WIDE_INT_MAX` instead of
     64 bits: running totals that only grow (cumulative deposits of a shard over its whole
     life) would otherwise, one day, fail to encode inside apply and stop every replica on
-    the same committed entry.
+    the same committed entry. They are written as 16 bytes, not as MessagePack integers.
     """
 
     def register(cls: type[T]) -> type[T]:
         invariant(dataclasses.is_dataclass(cls), f"{cls.__name__} is not a dataclass")
-        invariant(tag not in _BY_TAG, f"codec tag {tag!r} registered twice")
-        names = [field.name for field in dataclasses.fields(cls)]  # type: ignore[arg-type]
+        invariant(tag not in _TAG_OF.values(), f"codec tag {tag!r} registered twice")
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        names = [field.name for field in fields]
         invariant(TAG not in names, f"{cls.__name__} has a field named {TAG!r}")
+        invariant(
+            all(field.init and not field.kw_only for field in fields),
+            f"{cls.__name__}: every field must be a positional __init__ argument",
+        )
         invariant(set(wide_ints) <= set(names), f"{cls.__name__}: unknown wide_ints {wide_ints}")
-        _BY_TAG[tag] = cls
         _TAG_OF[cls] = tag
         _WIDE_INTS[cls] = frozenset(wide_ints)
         return cls
@@ -81,9 +109,16 @@ def tag_of(cls: type) -> str:
 
 
 def encode(value: object) -> bytes:
-    """The canonical bytes of a registered dataclass instance."""
-    invariant(type(value) in _TAG_OF, f"{type(value).__name__} is not a registered record")
-    return _encoder(type(value))(value).encode("ascii")
+    """The canonical bytes of a registered dataclass instance (trusted: a mismatch between
+    the value and its annotations is a programmer error, :class:`InvariantViolation`)."""
+    cls = type(value)
+    to_plain = _TO_PLAIN.get(cls) or _to_plain(cls)
+    try:
+        payload = _ENCODER.encode(to_plain(value))
+        _CHECKERS[cls].decode(payload)  # in C: the bytes are a valid document of this class
+    except (msgspec.ValidationError, TypeError, OverflowError, UnicodeEncodeError) as error:
+        raise InvariantViolation(f"{cls.__name__} does not encode: {error}") from None
+    return _VERSION_BYTE + payload
 
 
 def decode(data: bytes, expected: type[T], *, canonical: bool = True) -> T:
@@ -99,309 +134,305 @@ def decode(data: bytes, expected: type[T], *, canonical: bool = True) -> T:
 
 def decode_union(data: bytes, expected: object, *, canonical: bool = True) -> object:
     """Like :func:`decode` for an annotation such as ``Ok | Rejected``."""
+    payload = _payload(data)
+    plan = _PLANS.get(expected)
+    if plan is None:
+        plan = _PLANS[expected] = _compile_plan(expected)
+    try:
+        mirror = plan.decoder.decode(payload)
+    except msgspec.ValidationError as error:  # a subclass of DecodeError: caught first
+        raise CodecError(located(_SHAPES, plan.hint, payload, str(error))) from None
+    except (msgspec.DecodeError, RecursionError) as error:
+        raise CodecError(f"not MessagePack: {error}") from None
+    if canonical and _ENCODER.encode(mirror) != payload:
+        raise CodecError("not the canonical encoding (an integer or length spelled longer)")
+    try:
+        return plan.convert(mirror)
+    except _Bad as bad:
+        raise CodecError(f"${bad.path}: {bad.reason}") from None
+
+
+def to_json(data: bytes, *, indent: int | None = None) -> str:
+    """Any stored document as JSON, for people debugging (logs and rows are binary now).
+
+    A record becomes an object with its tag under ``"t"`` first, then its fields in order;
+    wide integers print as integers. The document is type-checked (not for canonical
+    form, so a suspect row can still be read); garbage raises :class:`CodecError`.
+    """
+    return json.dumps(_plain(decode_any(data, canonical=False)), ensure_ascii=False, indent=indent)
+
+
+def decode_any(data: bytes, *, canonical: bool = True) -> object:
+    """The record, of whichever registered class its tag names (dumps, audits, tools)."""
+    return decode_union(data, _any_record(), canonical=canonical)
+
+
+def _payload(data: bytes) -> bytes:
     if type(data) is not bytes:
         raise CodecError(f"expected bytes, got {type(data).__name__}")
     if len(data) > DOCUMENT_BYTES_MAX:
         raise CodecError(f"document of {len(data)} bytes exceeds {DOCUMENT_BYTES_MAX}")
-    try:
-        text = data.decode("ascii")
-        plain = _JSON_DECODER.decode(text)
-    except (UnicodeDecodeError, ValueError, RecursionError) as error:
-        raise CodecError(f"not canonical JSON: {error}") from None
-    try:
-        value = _decoder(expected)(plain)
-    except _Bad as bad:
-        raise CodecError(f"${bad.path}: {bad.reason}") from None
-    if canonical and encode(value) != data:
-        raise CodecError("not the canonical encoding (key order, spacing or escapes differ)")
-    return value
+    if not data:
+        raise CodecError("empty document: no format version byte")
+    if data[0] != FORMAT_VERSION:
+        raise CodecError(f"unknown format version {data[0]} (this build reads {FORMAT_VERSION})")
+    return data[1:]
 
 
-# -- compiled encoders: trusted values; a mismatch is a programmer error ----------------------
-#
-# Each encoder writes the canonical text of its value directly: what
-# ``json.dumps(plain, sort_keys=True, separators=(",", ":"), ensure_ascii=True)`` would
-# write for the value's plain form, byte for byte, without building the plain form or
-# sorting keys at run time (a record's keys are sorted once, when its encoder is compiled).
-# Strings go through the very escaper json.dumps uses with ensure_ascii; integers are
-# written by int.__repr__, as json.dumps writes them. The hot path writes several rows per
-# command, so this is where the ledger spends its time; tests/ledger/test_codec.py checks
-# that every encoding is a fixed point of json.dumps.
-
-Encoder = Callable[[object], str]
-Decoder = Callable[[object], object]
-_ENCODERS: dict[object, Encoder] = {}
-_DECODERS: dict[object, Decoder] = {}
-_quote: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-
-def _encoder(hint: object) -> Encoder:
-    found = _ENCODERS.get(hint)
+def _any_record() -> object:
+    """The union of every registered record (rebuilt if registrations grew)."""
+    key = len(_TAG_OF)
+    found = _ANY_RECORD.get(key)
     if found is None:
-        found = _ENCODERS[hint] = _compile_encoder(hint)
+        found = _ANY_RECORD[key] = typing.Union[tuple(_TAG_OF)]  # noqa: UP007
     return found
 
 
-def _compile_encoder(hint: object) -> Encoder:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        options = [(_matcher(option), _encoder(option)) for option in typing.get_args(hint)]
+def _plain(value: object) -> object:
+    if type(value) in _TAG_OF:
+        plain: dict[str, object] = {TAG: _TAG_OF[type(value)]}
+        for name, _ in _hints(type(value)):
+            plain[name] = _plain(getattr(value, name))
+        return plain
+    if isinstance(value, tuple):
+        return [_plain(item) for item in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    return value
 
-        def encode_union(value: object) -> str:
-            for matches, encode_option in options:
-                if matches(value):
-                    return encode_option(value)
-            raise InvariantViolation(f"{type(value).__name__} does not match {hint}")
 
-        return encode_union
-    if origin is tuple:
-        encode_item = _encoder(_tuple_item(hint))
+# -- mirrors: one msgspec Struct per registered dataclass ------------------------------------
 
-        def encode_tuple(value: object) -> str:
-            invariant(type(value) is tuple, f"expected a tuple, got {type(value).__name__}")
-            items = typing.cast(tuple[object, ...], value)
-            return "[" + ",".join([encode_item(item) for item in items]) + "]"
+_MIRRORS: dict[type, type[msgspec.Struct]] = {}
+_MIRROR_TAGS: dict[type, str] = {}
+_MIRROR_FIELDS: dict[type, tuple[tuple[str, object], ...]] = {}
+"""mirror -> its (field name, mirror annotation) pairs: names error paths."""
+_SHAPES = MirrorShapes(_MIRROR_TAGS, _MIRROR_FIELDS)
 
-        return encode_tuple
+
+def _mirror(cls: type) -> type[msgspec.Struct]:
+    found = _MIRRORS.get(cls)
+    if found is None:
+        wide = _WIDE_INTS[cls]
+        fields: list[tuple[str, object]] = []
+        for name, hint in _hints(cls):
+            if name in wide:
+                invariant(hint is int, f"{cls.__name__}.{name}: wide_ints must be int")
+                fields.append((name, _WideBytes))
+            else:
+                fields.append((name, _mirror_hint(hint)))
+        found = msgspec.defstruct(
+            cls.__name__,
+            fields,
+            tag=_TAG_OF[cls],
+            array_like=True,
+            forbid_unknown_fields=True,
+            gc=False,  # trees of immutable values: never part of a reference cycle
+            module=__name__,
+        )
+        _MIRRORS[cls] = found
+        _MIRROR_FIELDS[found] = tuple(fields)
+        _MIRROR_TAGS[found] = _TAG_OF[cls]
+    return found
+
+
+def _mirror_hint(hint: object) -> object:
+    """The annotation msgspec validates against, for a field annotated ``hint``."""
+    if _is_union(hint):
+        mirrored = tuple(_mirror_hint(option) for option in typing.get_args(hint))
+        return typing.Union[mirrored]  # noqa: UP007
+    if typing.get_origin(hint) is tuple:
+        return tuple[_mirror_hint(_tuple_item(hint)), ...]  # type: ignore[misc]
     if hint is int:
-        return _encode_int
-    if hint is str:
-        return _encode_str
-    if hint is bool:
-        return _encode_bool
-    if hint is type(None):
-        return _encode_none
+        return _Int64
+    if hint in (str, bool, type(None)):
+        return hint
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        enum_type = hint
-
-        def encode_enum(value: object) -> str:
-            invariant(type(value) is enum_type, f"{value!r} is not a {enum_type.__name__}")
-            plain = typing.cast(enum.Enum, value).value
-            invariant(type(plain) is str, f"{enum_type.__name__} values must be strings")
-            return _quote(plain)
-
-        return encode_enum
+        invariant(
+            all(type(member.value) is str for member in hint),
+            f"{hint.__name__} values must be strings",
+        )
+        return hint
     invariant(isinstance(hint, type) and hint in _TAG_OF, f"unsupported annotation {hint!r}")
-    return _compile_record_encoder(typing.cast(type, hint))
+    return _mirror(typing.cast(type, hint))
 
 
-def _compile_record_encoder(cls: type) -> Encoder:
-    tag_text = _quote(_TAG_OF[cls])
-    fields = dict(_hints(cls))
-    # (the text before the value, what writes the value: the tag or one field's encoder)
-    parts: list[tuple[str, Callable[[object], str]]] = []
-    for index, name in enumerate(sorted([TAG, *fields])):
-        before = ("{" if index == 0 else ",") + _quote(name) + ":"
-        if name == TAG:
-            parts.append((before, lambda _value: tag_text))
-        elif name in _WIDE_INTS[cls]:
-            invariant(fields[name] is int, f"{cls.__name__}.{name}: wide_ints must be int")
-            parts.append((before, _field_writer(name, _encode_wide_int)))
-        else:
-            parts.append((before, _field_writer(name, _encoder(fields[name]))))
-    parts_t = tuple(parts)
+# -- encoding: dataclass -> plain arrays (compiled per class), checked by the strict decoder --
 
-    def encode_record(value: object) -> str:
-        invariant(type(value) is cls, f"{type(value).__name__} is not a {cls.__name__}")
-        return "".join([before + write(value) for before, write in parts_t]) + "}"
-
-    return encode_record
+ToPlain = Callable[[Any], object]
+_TO_PLAIN: dict[type, Callable[[object], list[object]]] = {}
+_CHECKERS: dict[type, msgspec.msgpack.Decoder[Any]] = {}
 
 
-def _field_writer(name: str, encode_field: Encoder) -> Encoder:
-    def write_field(value: object) -> str:
-        return encode_field(getattr(value, name))
-
-    return write_field
-
-
-def _encode_int(value: object) -> str:
-    invariant(type(value) is int, f"{value!r} is not an int")
-    invariant(INT_MIN <= typing.cast(int, value) <= INT_MAX, f"integer {value} outside 64 bits")
-    return int.__repr__(typing.cast(int, value))
+def _to_plain(cls: type) -> Callable[[object], list[object]]:
+    found = _TO_PLAIN.get(cls)
+    if found is None:
+        invariant(cls in _TAG_OF, f"{cls.__name__} is not a registered record")
+        _CHECKERS[cls] = msgspec.msgpack.Decoder(_mirror(cls))
+        found = _TO_PLAIN[cls] = _compile_to_plain(cls)
+    return found
 
 
-def _encode_wide_int(value: object) -> str:
-    invariant(type(value) is int, f"{value!r} is not an int")
-    invariant(abs(typing.cast(int, value)) <= WIDE_INT_MAX, f"integer {value} outside 128 bits")
-    return int.__repr__(typing.cast(int, value))
+def _compile_to_plain(cls: type) -> Callable[[object], list[object]]:
+    """``[tag, field1, ...]`` of a value: what msgspec writes for its mirror, built from the
+    dataclass's attributes in C (attrgetter); only nested records and wide ints need Python."""
+    tag = _TAG_OF[cls]
+    names = [name for name, _ in _hints(cls)]
+    getter = operator.attrgetter(*names)
+    many = len(names) > 1  # attrgetter of one name returns the value, not a 1-tuple
+    plan: list[tuple[int, ToPlain]] = []
+    for index, (name, hint) in enumerate(_hints(cls)):
+        to_plain = _wide_to_bytes if name in _WIDE_INTS[cls] else _plainer(hint)
+        if to_plain is not None:
+            plan.append((index + 1, to_plain))
+    plan_t = tuple(plan)
+
+    def record_to_plain(value: object) -> list[object]:
+        values = [tag, *getter(value)] if many else [tag, getter(value)]
+        for index, to_plain in plan_t:
+            values[index] = to_plain(values[index])
+        return values
+
+    return record_to_plain
 
 
-def _encode_str(value: object) -> str:
-    invariant(type(value) is str, f"{value!r} is not a str")
-    return _quote(typing.cast(str, value))
+def _plainer(hint: object) -> ToPlain | None:
+    """What a field of annotation ``hint`` needs before msgspec writes it; None: nothing."""
+    if typing.get_origin(hint) is tuple:
+        item = _plainer(_tuple_item(hint))
+        return None if item is None else lambda items: [item(value) for value in items]
+    options = typing.get_args(hint) if _is_union(hint) else (hint,)
+    if not any(option in _TAG_OF for option in options):
+        return None
+    return _nested_to_plain
 
 
-def _encode_bool(value: object) -> str:
-    invariant(type(value) is bool, f"{value!r} is not a bool")
-    return "true" if value else "false"
+def _nested_to_plain(value: object) -> object:
+    """A record inside a record, by its own class (a wrong class is refused by the check)."""
+    return _to_plain(type(value))(value) if type(value) in _TAG_OF else value
 
 
-def _encode_none(value: object) -> str:
-    invariant(value is None, f"{value!r} is not None")
-    return "null"
+def _wide_to_bytes(value: object) -> bytes:
+    if type(value) is not int or not -WIDE_INT_MAX <= value <= WIDE_INT_MAX:
+        raise InvariantViolation(f"{value!r} is not an integer within 128 bits")
+    return value.to_bytes(WIDE_INT_BYTES, "big", signed=True)
 
 
-def _matcher(hint: object) -> Callable[[object], bool]:
-    """Whether a value has the runtime shape of the (non-union) ``hint``."""
-    if hint is type(None):
-        return lambda value: value is None
-    wanted = tuple if typing.get_origin(hint) is tuple else hint
-    invariant(isinstance(wanted, type), f"unsupported union member {hint!r}")
-    return lambda value: type(value) is wanted
+# -- decoding: bytes -> mirror (msgspec, in C) -> dataclass (compiled per type) ---------------
 
-
-# -- compiled decoders: untrusted plain JSON; a mismatch is a CodecError ----------------------
+Converter = Callable[[Any], object]
+_CONVERTERS: dict[object, Converter | None] = {}
 
 
 class _Bad(Exception):
-    """Internal: where (a path below the current value) and why decoding failed."""
+    """Internal: where (a path below the current value) and why building a value failed."""
 
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(reason)
         self.path, self.reason = path, reason
 
 
-def _decoder(hint: object) -> Decoder:
-    found = _DECODERS.get(hint)
-    if found is None:
-        found = _DECODERS[hint] = _compile_decoder(hint)
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Plan:
+    hint: object  # the mirror annotation: names the parts of an error path
+    decoder: msgspec.msgpack.Decoder[Any]
+    convert: Converter
+
+
+_PLANS: dict[object, _Plan] = {}
+_ANY_RECORD: dict[int, object] = {}
+
+
+def _compile_plan(expected: object) -> _Plan:
+    hint = _mirror_hint(expected)
+    convert = _converter(expected)
+    invariant(convert is not None, f"{expected!r} is not a record or a union of records")
+    return _Plan(hint, msgspec.msgpack.Decoder(hint), typing.cast(Converter, convert))
+
+
+def _converter(hint: object) -> Converter | None:
+    """What turns a decoded mirror value into the value of ``hint``; None: as decoded."""
+    if hint in _CONVERTERS:
+        return _CONVERTERS[hint]
+    found: Converter | None = None
+    if _is_union(hint):
+        found = _union_converter(typing.get_args(hint))
+    elif typing.get_origin(hint) is tuple:
+        found = _tuple_converter(_tuple_item(hint))
+    elif isinstance(hint, type) and hint in _TAG_OF:
+        found = _record_converter(hint)
+    _CONVERTERS[hint] = found
     return found
 
 
-def _compile_decoder(hint: object) -> Decoder:
-    origin = typing.get_origin(hint)
-    if origin is typing.Union or origin is types.UnionType:
-        return _compile_union_decoder(typing.get_args(hint))
-    if origin is tuple:
-        decode_item = _decoder(_tuple_item(hint))
+def _union_converter(options: tuple[object, ...]) -> Converter | None:
+    by_mirror: dict[type, Converter | None] = {
+        _mirror(option): _converter(option) for option in options if option in _TAG_OF
+    }
+    if not by_mirror:
+        return None  # int | None and the like: msgspec's value is the value
 
-        def decode_tuple(plain: object) -> object:
-            if type(plain) is not list:
-                raise _Bad("", "expected a list")
-            items = []
-            for index, item in enumerate(plain):
+    def convert_union(value: object) -> object:
+        convert = by_mirror.get(type(value))
+        return value if convert is None else convert(value)
+
+    return convert_union
+
+
+def _tuple_converter(item: object) -> Converter | None:
+    convert_item = _converter(item)
+    if convert_item is None:
+        return None  # msgspec already built the tuple of scalars
+
+    def convert_tuple(items: tuple[object, ...]) -> object:
+        try:
+            return tuple([convert_item(value) for value in items])
+        except _Bad:  # find the failing index again: errors are deterministic
+            for index, value in enumerate(items):
                 try:
-                    items.append(decode_item(item))
+                    convert_item(value)
                 except _Bad as bad:
                     raise _Bad(f"[{index}]{bad.path}", bad.reason) from None
-            return tuple(items)
+            raise
 
-        return decode_tuple
-    if hint is int:
-        return _decode_int
-    if hint in (str, bool, type(None)):
-        expected_type = typing.cast(type, hint)
-        name = "null" if hint is type(None) else expected_type.__name__
-
-        def decode_scalar(plain: object) -> object:
-            if type(plain) is not expected_type:
-                raise _Bad("", f"expected {name}")
-            return plain
-
-        return decode_scalar
-    if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        enum_type = hint
-
-        def decode_enum(plain: object) -> object:
-            try:
-                return enum_type(plain)
-            except ValueError:
-                raise _Bad("", f"{plain!r} is not a {enum_type.__name__}") from None
-
-        return decode_enum
-    invariant(isinstance(hint, type) and hint in _TAG_OF, f"unsupported annotation {hint!r}")
-    return _compile_record_decoder(typing.cast(type, hint))
+    return convert_tuple
 
 
-def _decode_int(plain: object) -> object:
-    if type(plain) is not int:
-        raise _Bad("", "expected an integer")
-    if not INT_MIN <= plain <= INT_MAX:
-        raise _Bad("", "integer outside 64 bits")
-    return plain
-
-
-def _decode_wide_int(plain: object) -> object:
-    if type(plain) is not int:
-        raise _Bad("", "expected an integer")
-    if abs(plain) > WIDE_INT_MAX:
-        raise _Bad("", "integer outside 128 bits")
-    return plain
-
-
-def _compile_union_decoder(options: tuple[object, ...]) -> Decoder:
-    nullable = type(None) in options
-    others = [option for option in options if option is not type(None)]
-    if len(others) == 1:
-        decode_other = _decoder(others[0])
-
-        def decode_optional(plain: object) -> object:
-            return None if plain is None and nullable else decode_other(plain)
-
-        return decode_optional
-    invariant(all(option in _TAG_OF for option in others), f"unsupported union {options}")
-    by_tag = {_TAG_OF[typing.cast(type, option)]: _decoder(option) for option in others}
-
-    def decode_tagged(plain: object) -> object:
-        if plain is None and nullable:
-            return None
-        if type(plain) is not dict:
-            raise _Bad("", "expected an object")
-        tag = plain.get(TAG)
-        decode_option = by_tag.get(tag) if isinstance(tag, str) else None
-        if decode_option is None:
-            raise _Bad("", f"tag {tag!r} is not allowed here")
-        return decode_option(plain)
-
-    return decode_tagged
-
-
-def _compile_record_decoder(cls: type) -> Decoder:
-    tag = _TAG_OF[cls]
+def _record_converter(cls: type) -> Converter:
     wide = _WIDE_INTS[cls]
-    fields = [
-        (name, _decode_wide_int if name in wide else _decoder(field_hint))
-        for name, field_hint in _hints(cls)
-    ]
-    expected_keys = {TAG, *(name for name, _ in fields)}
+    plan: list[tuple[int, str, Converter]] = []
+    for index, (name, hint) in enumerate(_hints(cls)):
+        convert = _wide_from_bytes if name in wide else _converter(hint)
+        if convert is not None:
+            plan.append((index, name, convert))
+    plan_t = tuple(plan)
 
-    def decode_record(plain: object) -> object:
-        if type(plain) is not dict:
-            raise _Bad("", "expected an object")
-        if plain.get(TAG) != tag:
-            raise _Bad("", f"expected tag {tag!r}, got {plain.get(TAG)!r}")
-        if plain.keys() != expected_keys:
-            missing = sorted(expected_keys - set(plain))
-            extra = sorted(set(plain) - expected_keys)
-            raise _Bad("", f"fields missing {missing} or unexpected {extra}")
-        values = {}
-        for name, decode_field in fields:
+    def convert_record(mirror: msgspec.Struct) -> object:
+        values = list(astuple(mirror))
+        for index, name, convert in plan_t:
             try:
-                values[name] = decode_field(plain[name])
+                values[index] = convert(values[index])
             except _Bad as bad:
                 raise _Bad(f".{name}{bad.path}", bad.reason) from None
         try:
-            return cls(**values)
+            return cls(*values)
+        except (ValueError, TypeError) as error:  # the dataclass's own __post_init__ checks
+            raise _Bad("", str(error)) from None
+
+    def convert_flat(mirror: msgspec.Struct) -> object:
+        try:
+            return cls(*astuple(mirror))
         except (ValueError, TypeError) as error:
             raise _Bad("", str(error)) from None
 
-    return decode_record
+    return convert_record if plan_t else convert_flat
 
 
-def _object_without_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise CodecError("duplicate keys in an object")
-    return result
-
-
-def _refuse_fraction(text: str) -> object:
-    raise CodecError(f"non-integer number {text!r}: amounts are integers in fen")
-
-
-def _refuse_constant(text: str) -> object:
-    raise CodecError(f"constant {text!r} is not allowed")
+def _wide_from_bytes(data: bytes) -> object:
+    number = int.from_bytes(data, "big", signed=True)
+    if abs(number) > WIDE_INT_MAX:
+        raise _Bad("", "integer outside 128 bits")
+    return number
 
 
 # -- annotations ------------------------------------------------------------------------------
@@ -416,15 +447,11 @@ def _hints(cls: type) -> tuple[tuple[str, object], ...]:
     return cached
 
 
+def _is_union(hint: object) -> bool:
+    return typing.get_origin(hint) in (typing.Union, types.UnionType)
+
+
 def _tuple_item(hint: object) -> object:
     args = typing.get_args(hint)
     invariant(len(args) == 2 and args[1] is Ellipsis, f"only tuple[X, ...] is supported: {hint}")
     return args[0]
-
-
-# Built once, like the encoder (its hooks are defined just above).
-_JSON_DECODER = json.JSONDecoder(
-    object_pairs_hook=_object_without_duplicates,
-    parse_float=_refuse_fraction,
-    parse_constant=_refuse_constant,
-)

@@ -12,7 +12,7 @@ of mutating command exist:
 
 A log entry holds one :class:`Batch`: the leader's clock reading ``ts_ms`` plus commands.
 The state machine's only notion of time is that reading. Encoding: ``hongbao.ledger.codec``
-(canonical JSON; the module docstring there says why).
+(canonical MessagePack behind a version byte; the module docstring there says why).
 """
 
 from __future__ import annotations
