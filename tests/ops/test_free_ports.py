@@ -55,7 +55,8 @@ def test_gives_up_when_nothing_but_excluded_ports_come_back(
 def test_real_ports_are_distinct_and_avoid_the_excluded() -> None:
     first = free_ports(20)
     again = free_ports(20, exclude=first)
-    assert len(set(first)) == 20 and len(set(again)) == 20
+    assert len(set(first)) == 20
+    assert len(set(again)) == 20
     assert not set(first) & set(again)
 
 

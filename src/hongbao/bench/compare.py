@@ -14,9 +14,11 @@ import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from hongbao.bench.cpu import Processes
 from hongbao.bench.model import BenchOptions, BenchReport, Percentiles, RunResult
 from hongbao.bench.run import bench_run, prepare_users
 from hongbao.bench.target import TARGETS, BenchClient
+from hongbao.bench.throughput import Spread
 from hongbao.client.sdk import HongbaoClient
 
 OnRun = Callable[[str, RunResult], None]
@@ -69,8 +71,11 @@ async def run_compare(
     *,
     target_names: Mapping[str, str],
     on_run: OnRun | None = None,
+    processes: Processes | None = None,
+    spreads: Mapping[str, Spread] | None = None,
 ) -> CompareReport:
-    """``options.runs`` runs, each measuring every target of ``clients`` (routers, nodes)."""
+    """``options.runs`` runs, each measuring every target of ``clients`` (routers, nodes);
+    ``processes`` and ``spreads`` (by target) as for :func:`~hongbao.bench.run.bench_run`."""
     if set(clients) != set(TARGETS):
         raise ValueError(f"comparing needs a client for each of {', '.join(TARGETS)}")
     tag, users = await prepare_users(admin, options)
@@ -80,7 +85,10 @@ async def run_compare(
     order = list(TARGETS)
     for index in range(1, options.runs + 1):
         for name in order if index % 2 else reversed(order):
-            run = await bench_run(clients[name], admin, users, options, index, f"{tag}-{name}")
+            run = await bench_run(
+                clients[name], admin, users, options, index, f"{tag}-{name}",
+                processes=processes, spread=(spreads or {}).get(name),
+            )  # fmt: skip
             reports[name].runs.append(run)
             if on_run is not None:
                 on_run(name, run)

@@ -13,6 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from hongbao.bench.cpu import KINDS, CpuUse
 from hongbao.bench.hot_envelope import HotOptions, HotResult
 
 MIXES = ("deposit", "transfer", "envelope", "mixed", "hot-envelope")
@@ -37,6 +38,7 @@ class BenchOptions:
     tail_s: float = 10.0
     seed: int | None = None
     hot: HotOptions = field(default_factory=HotOptions)
+    processes: int = 1  # the bench client's worker processes for the throughput phase
 
     def __post_init__(self) -> None:
         if self.mix not in MIXES:
@@ -47,6 +49,10 @@ class BenchOptions:
             raise ValueError(f"at least {ENVELOPE_SHARES + 2} users")
         if self.mix == HOT_MIX and self.users < self.hot.grabbers + 1:
             raise ValueError(f"hot-envelope: at least {self.hot.grabbers + 1} users (grabbers + 1)")
+        if self.processes < 1 or (self.processes > 1 and self.mix == HOT_MIX):
+            raise ValueError("processes: at least 1, and only 1 with the hot-envelope mix")
+        if self.processes > self.concurrency:
+            raise ValueError("processes cannot exceed concurrency (callers spread over them)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +99,7 @@ class RunResult:
     quiet_before_latency: bool = True
     phases_s: dict[str, float] = field(default_factory=dict)
     hot: HotResult | None = None  # the hot-envelope mix's figures
+    cpu: CpuUse | None = None  # the throughput phase's CPU by process kind (None: not measured)
 
 
 @dataclass(slots=True)
@@ -147,7 +154,31 @@ class BenchReport:
             },
             "transfer_p50_over_baseline_p50": None if ratio is None else round(ratio, 2),
             "hot_envelope": self.hot_json(),
+            "cpu": self.cpu_json(),
             "runs": [_run_json(r) for r in self.runs],
+        }
+
+    def cpu_json(self) -> dict[str, object] | None:
+        """The throughput phase's CPU, medians over runs: seconds, cores and µs per
+        operation by kind (and ``total`` per operation); None where unknown."""
+        uses = [r.cpu for r in self.runs if r.cpu is not None]
+        if not uses:
+            return None
+        kinds = [k for k in KINDS if any(k in use.cpu_s for use in uses)]
+        unknown: dict[str, str] = {}
+        for use in uses:
+            unknown.update(use.unknown)
+        per_op = [use.us_per_op() for use in uses]
+        cores = [use.cores() for use in uses]
+        return {
+            "window_s": round(statistics.median(use.window_s for use in uses), 3),
+            "ops": sum(use.ops for use in uses),
+            "cpu_s": {k: _median_known([use.cpu_s.get(k) for use in uses], 3) for k in kinds},
+            "cores": {k: _median_known([c.get(k) for c in cores], 3) for k in kinds},
+            "us_per_op": {
+                k: _median_known([p.get(k) for p in per_op], 1) for k in ("total", *kinds)
+            },
+            "unknown": dict(sorted(unknown.items())),
         }
 
     def hot_json(self) -> dict[str, object] | None:
@@ -175,6 +206,12 @@ class BenchReport:
         }
 
 
+def _median_known(values: Sequence[float | None], digits: int) -> float | None:
+    """The median of the known values; None when none is known."""
+    known = [v for v in values if v is not None]
+    return round(statistics.median(known), digits) if known else None
+
+
 def _median_of(per_run: Sequence[Percentiles]) -> dict[str, float | int]:
     """Per-run percentiles over envelopes, then the median of each over runs."""
     chosen = [p for p in per_run if p.count]
@@ -195,6 +232,9 @@ def _run_json(run: RunResult) -> dict[str, object]:
         hot["time_to_empty_ms"] = asdict(Percentiles.of(run.hot.empty_ms))
         hot["grab_attempts_per_s"] = round(run.hot.grab_attempts_per_s, 1)
         del hot["empty_ms"], hot["all_answered_ms"]
+    if run.cpu is not None:
+        data["cpu"]["us_per_op"] = run.cpu.us_per_op()
+        data["cpu"]["cores"] = run.cpu.cores()
     data["ops_per_s"] = round(run.ops_per_s, 1)
     data["throughput_s"] = round(run.throughput_s, 3)
     return data

@@ -16,6 +16,10 @@ Rules of this module:
   ``latency_samples`` samples and at most ``latency_budget_s`` seconds. Every call has
   the client's deadline.
 - Figures over several runs are medians.
+- The bench reports its own cost: the CPU seconds of the nodes, the routers and the bench
+  client over each run's throughput phase, read from the OS (:mod:`hongbao.bench.cpu`),
+  and so CPU microseconds per operation. With ``--processes N`` the phase's callers run
+  in N worker processes (:mod:`hongbao.bench.workers`), which the client kind includes.
 - Money stays valid: users are funded first, transfers move 1 fen, each envelope is
   grabbed once by each of ``count`` distinct users, so no request is refused by design.
   The exception is the ``hot-envelope`` mix (:mod:`hongbao.bench.hot_envelope`), where
@@ -33,12 +37,10 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
+from hongbao.bench.cpu import CpuMeter, Processes
 from hongbao.bench.hot_envelope import hot_envelope_phase
 from hongbao.bench.model import (
-    ENVELOPE_SHARES,
-    ENVELOPE_TOTAL_FEN,
     FUND_FEN,
     HOT_MIX,
     MIXES,
@@ -49,108 +51,16 @@ from hongbao.bench.model import (
     RunResult,
 )
 from hongbao.bench.target import BenchClient
+from hongbao.bench.throughput import Spread, Workload, throughput_counts
 from hongbao.client.sdk import HongbaoClient
 from hongbao.node.errors import HongbaoError, error_from_proto
 from hongbao.ops.cluster import wait_for_quiet
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
 __all__ = [
-    "MIXES", "BenchOptions", "BenchReport", "Percentiles", "RunResult",
+    "MIXES", "BenchOptions", "BenchReport", "Percentiles", "RunResult", "Workload",
     "bench_run", "prepare_users", "run_bench",
 ]  # fmt: skip
-
-# -- workloads -------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _Envelope:
-    envelope_id: str
-    shard_id: int
-    grabbers: list[str]
-
-
-class Workload:
-    """Builds batches of valid operations of one mix and learns from their results."""
-
-    def __init__(
-        self, client: BenchClient, users: Sequence[str], mix: str, tag: str, rng: random.Random
-    ) -> None:
-        self.client = client
-        self.users = list(users)
-        self.mix = mix
-        self.tag = tag
-        self.rng = rng
-        self.counter = 0
-        self.open_envelopes: list[_Envelope] = []
-        self._shards = {u: client.user_shard(u) for u in self.users}
-
-    def _request_id(self) -> str:
-        self.counter += 1
-        return f"{self.tag}-{self.counter}"
-
-    def _pick_kind(self) -> str:
-        if self.mix == "mixed":
-            roll = self.rng.random()
-            kind = (
-                "deposit" if roll < 0.2 else "transfer" if roll < 0.7 else
-                "send" if roll < 0.8 else "grab"
-            )  # fmt: skip
-        elif self.mix == "envelope":
-            kind = "grab" if self.rng.random() < 0.9 else "send"
-        else:
-            kind = self.mix
-        if kind == "grab" and not self.open_envelopes:
-            kind = "send" if self.mix == "envelope" else "transfer"
-        return kind
-
-    def next_batch(self, size: int) -> tuple[list[tuple[int, ledger_pb2.Operation]], list[str]]:
-        operations: list[tuple[int, ledger_pb2.Operation]] = []
-        kinds: list[str] = []
-        for _ in range(size):
-            kind = self._pick_kind()
-            operations.append(self._operation(kind))
-            kinds.append(kind)
-        return operations, kinds
-
-    def _operation(self, kind: str) -> tuple[int, ledger_pb2.Operation]:
-        rid = self._request_id()
-        if kind == "deposit":
-            user = self.rng.choice(self.users)
-            request = ledger_pb2.DepositRequest(request_id=rid, user_id=user, amount_fen=100)
-            return self._shards[user], ledger_pb2.Operation(deposit=request)
-        if kind == "transfer":
-            source, target = self.rng.sample(self.users, 2)
-            transfer = ledger_pb2.TransferRequest(
-                request_id=rid, from_user_id=source, to_user_id=target, amount_fen=1
-            )
-            return self._shards[source], ledger_pb2.Operation(transfer=transfer)
-        if kind == "send":
-            sender = self.rng.choice(self.users)
-            send = ledger_pb2.SendRequest(
-                request_id=rid,
-                sender_user_id=sender,
-                kind=ledger_pb2.ENVELOPE_KIND_LUCKY,
-                total_fen=ENVELOPE_TOTAL_FEN,
-                count=ENVELOPE_SHARES,
-            )
-            return self._shards[sender], ledger_pb2.Operation(send=send)
-        envelope = self.open_envelopes[-1]
-        grabber = envelope.grabbers.pop()
-        if not envelope.grabbers:
-            self.open_envelopes.pop()
-        grab = ledger_pb2.GrabRequest(
-            request_id=rid, envelope_id=envelope.envelope_id, user_id=grabber
-        )
-        return envelope.shard_id, ledger_pb2.Operation(grab=grab)
-
-    def learn(self, result: ledger_pb2.OperationResult) -> None:
-        if result.WhichOneof("result") != "send":
-            return
-        envelope_id = result.send.envelope_id
-        shard_id = self.client.envelope_shard(envelope_id)
-        grabbers = self.rng.sample(self.users, ENVELOPE_SHARES)
-        self.open_envelopes.append(_Envelope(envelope_id, shard_id, grabbers))
-
 
 # -- the phases ------------------------------------------------------------------------
 
@@ -177,53 +87,29 @@ async def fund_users(client: BenchClient, users: Sequence[str], tag: str, batch:
 
 
 async def throughput_phase(
-    client: BenchClient, users: Sequence[str], options: BenchOptions, run: RunResult, tag: str
+    client: BenchClient,
+    users: Sequence[str],
+    options: BenchOptions,
+    run: RunResult,
+    tag: str,
+    spread: Spread | None = None,
 ) -> None:
-    rng = random.Random(options.seed if options.seed is None else options.seed + run.run)
-    errors: Counter[str] = Counter(run.errors_by_reason)
-    started = time.monotonic()
-    deadline = started + options.duration_s
-    issued = 0
-    last_done = started
-    retries_before = client.retries
-
-    async def worker(index: int) -> None:
-        nonlocal issued, last_done
-        workload = Workload(
-            client, users, options.mix, f"{tag}-r{run.run}-w{index}", random.Random(rng.random())
-        )
-        while time.monotonic() < deadline and issued < options.ops_max:
-            operations, _ = workload.next_batch(options.batch)
-            issued += len(operations)
-            try:
-                results = await client.execute(operations)
-            except HongbaoError as error:
-                errors[error.reason.value] += len(operations)
-                run.ops_failed += len(operations)
-                continue
-            finally:
-                last_done = time.monotonic()
-            run.calls += 1
-            for result in results:
-                if result.WhichOneof("result") == "error":
-                    errors[error_from_proto(result.error).reason.value] += 1
-                    run.ops_failed += 1
-                else:
-                    run.ops_ok += 1
-                    workload.learn(result)
-
-    tasks = [asyncio.create_task(worker(i)) for i in range(options.concurrency)]
-    # Calls issued before the deadline may finish after it (they are counted); those
-    # still running tail_s after it are abandoned: not counted, their outcome unknown.
-    await asyncio.wait(tasks, timeout=options.duration_s + options.tail_s)
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    run.throughput_s = max(last_done - started, 1e-9)
-    run.ops_per_s = run.ops_ok / run.throughput_s
-    run.ops_abandoned = issued - run.ops_ok - run.ops_failed
-    run.retries = client.retries - retries_before
-    run.errors_by_reason = dict(sorted(errors.items()))
+    """The batched phase, in this process or (``spread``) over the bench's workers."""
+    if spread is None:
+        counts = await throughput_counts(
+            client, users, options, run_index=run.run, tag=tag,
+            callers=range(options.concurrency), ops_max=options.ops_max,
+        )  # fmt: skip
+    else:
+        counts = await spread.throughput(users, options, run_index=run.run, tag=tag)
+    run.calls = counts.calls
+    run.ops_ok += counts.ops_ok
+    run.ops_failed += counts.ops_failed
+    run.throughput_s = max(counts.last_done_s - counts.started_s, 1e-9)
+    run.ops_per_s = counts.ops_ok / run.throughput_s
+    run.ops_abandoned = counts.issued - counts.ops_ok - counts.ops_failed
+    run.retries = counts.retries
+    run.errors_by_reason = _merged(run.errors_by_reason, counts.errors_by_reason)
 
 
 async def latency_phase(
@@ -289,8 +175,15 @@ async def bench_run(
     options: BenchOptions,
     index: int,
     tag: str,
+    *,
+    processes: Processes | None = None,
+    spread: Spread | None = None,
 ) -> RunResult:
-    """One run: settle (``admin``: node-direct), latency, then throughput (or hot-envelope)."""
+    """One run: settle (``admin``: node-direct), latency, then throughput (or hot-envelope).
+
+    ``processes``: whose CPU the throughput phase is charged with (none: not measured);
+    ``spread``: the phase runs over the bench's worker processes instead of ``client``.
+    """
     run = RunResult(run=index)
     started = time.monotonic()
     run.quiet_before_latency = await wait_for_quiet(admin, QUIET_TIMEOUT_S)
@@ -298,7 +191,10 @@ async def bench_run(
     started = time.monotonic()
     await latency_phase(client, users, options, run, tag)
     run.phases_s["latency"] = round(time.monotonic() - started, 3)
+    meter = CpuMeter(processes) if processes is not None else None
     started = time.monotonic()
+    if meter is not None:
+        meter.start(started)
     if options.mix == HOT_MIX:
         seed = None if options.seed is None else options.seed * 31 + index
         run.hot = await hot_envelope_phase(
@@ -306,8 +202,13 @@ async def bench_run(
             tag=f"{tag}-r{index}-hot", rng=random.Random(seed),
         )  # fmt: skip
         run.errors_by_reason = _merged(run.errors_by_reason, run.hot.errors_by_reason)
+        ops = run.hot.grabs_taken + run.hot.grabs_empty
     else:
-        await throughput_phase(client, users, options, run, tag)
+        ops_before = run.ops_ok
+        await throughput_phase(client, users, options, run, tag, spread)
+        ops = run.ops_ok - ops_before
+    if meter is not None:
+        run.cpu = meter.stop(time.monotonic(), ops)
     run.phases_s["throughput"] = round(time.monotonic() - started, 3)
     return run
 
@@ -325,11 +226,14 @@ async def run_bench(
     target: str,
     admin: HongbaoClient | None = None,
     on_run: Callable[[RunResult], None] | None = None,
+    processes: Processes | None = None,
+    spread: Spread | None = None,
 ) -> BenchReport:
     """Fund fresh users, then ``runs`` x (latency on a quiet cluster, then throughput).
 
     ``admin`` watches the cluster (its Admin calls go to the nodes, in either SDK mode);
-    by default ``client``, which then must be the SDK's client.
+    by default ``client``, which then must be the SDK's client. ``processes`` and
+    ``spread``: as for :func:`bench_run`.
     """
     if admin is None:
         if not isinstance(client, HongbaoClient):
@@ -338,7 +242,8 @@ async def run_bench(
     tag, users = await prepare_users(client, options)
     report = BenchReport(options=options, target=target, runs=[])
     for index in range(1, options.runs + 1):
-        run = await bench_run(client, admin, users, options, index, tag)
+        run = await bench_run(client, admin, users, options, index, tag,
+                              processes=processes, spread=spread)  # fmt: skip
         report.runs.append(run)
         if on_run is not None:
             on_run(run)

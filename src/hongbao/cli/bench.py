@@ -5,15 +5,22 @@ A thin shell over :mod:`hongbao.bench.run`: against the cluster of ``--config`` 
 they are measured) started here in a temporary directory on free ports and stopped
 afterwards. The workload goes through the routers when the topology has them
 (``--target``), or to both in the same runs (``--compare-targets``: the router's cost as
-a ratio). The table (or ``--json``) reports medians over ``--runs``.
+a ratio). The table (or ``--json``) reports medians over ``--runs``, with what the
+throughput phase cost in CPU: per process kind (nodes, routers, the bench client) and per
+operation. ``--local`` knows its cluster's processes; otherwise they are found by the pid
+files of ``hongbao cluster up`` in ``--data-dir``, and the cluster's CPU is unknown when
+they are not there. ``--processes N`` spreads the bench's callers over N worker processes,
+so the client is not what limits the figure.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +29,12 @@ from rich.console import Console
 from rich.table import Table
 
 from hongbao.bench.compare import CompareReport, run_compare
+from hongbao.bench.cpu import Processes
 from hongbao.bench.hot_envelope import HOT_GRABBERS, HOT_IN_FLIGHT, HotOptions
 from hongbao.bench.run import MIXES, BenchOptions, BenchReport, Percentiles, RunResult, run_bench
 from hongbao.bench.target import TARGETS, BenchClient, default_target, open_client
+from hongbao.bench.throughput import Spread
+from hongbao.bench.workers import PROCESSES_MAX, WorkerError, WorkerPool
 from hongbao.cli.common import (
     EXIT_UNAVAILABLE,
     config_option,
@@ -38,6 +48,7 @@ from hongbao.config.topology import Topology
 from hongbao.node.errors import HongbaoError
 from hongbao.ops.cluster import ClusterOpsError, move_leaders_home, wait_for_leaders
 from hongbao.ops.local import ClusterError, LocalCluster, write_topology
+from hongbao.ops.processes import Kind, running_process
 
 BENCH_TIMEOUT_S = 10.0
 LEADERS_TIMEOUT_S = 30.0
@@ -75,6 +86,13 @@ DEFAULT_CONCURRENCY = 64
               help="Start a fresh cluster of the topology (nodes, and routers when they are "
                    "measured) on free ports in a temp dir, bench it, stop it.")
 @click.option("--no-fsync", is_flag=True, help="With --local: nodes never fsync.")
+@click.option("--processes", type=click.IntRange(1, PROCESSES_MAX), default=1,
+              show_default=True, help="Worker processes the throughput phase's callers are "
+                   "spread over (each its own event loop and channels); 1: this process.")
+@click.option("--data-dir", default="./data", show_default=True,
+              type=click.Path(file_okay=False),
+              help="Without --local: where `hongbao cluster up` wrote its pid files, to "
+                   "account the nodes' and routers' CPU.")
 @json_option
 def bench(
     config_path: str,
@@ -91,6 +109,8 @@ def bench(
     seed: int | None,
     local: bool,
     no_fsync: bool,
+    processes: int,
+    data_dir: str,
     as_json: bool,
 ) -> None:
     """Operations committed per second (batched) and single-transfer latency percentiles
@@ -105,7 +125,7 @@ def bench(
     if "routers" in targets and not topology.routers:
         raise click.UsageError(f"{config_path} names no [[routers]]: use --target nodes")
     options = _options(duration_s, concurrency, batch, mix, grabbers, runs, latency_samples,
-                       users, seed)  # fmt: skip
+                       users, seed, processes)  # fmt: skip
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def on_run(name: str, run: RunResult) -> None:
@@ -116,16 +136,17 @@ def bench(
             if run.hot is not None else f"{run.ops_per_s:,.0f} ops/s"
         )  # fmt: skip
         err.print(f"run {run.run} ({name}): {figure}; single transfer p50 {p50:.2f} ms; "
-                  f"errors {sum(run.errors_by_reason.values())}, retried {run.retries}, "
-                  f"abandoned {run.ops_abandoned}")  # fmt: skip
+                  f"{_cpu_brief(run)}; errors {sum(run.errors_by_reason.values())}, "
+                  f"retried {run.retries}, abandoned {run.ops_abandoned}")  # fmt: skip
 
     try:
         if local:
             result = _bench_local(Path(config_path), options, targets, no_fsync, on_run)
         else:
             where = f"cluster of {config_path}"
-            result = asyncio.run(_bench(topology, options, targets, where, on_run))
-    except (ClusterOpsError, ClusterError, TimeoutError, HongbaoError) as error:
+            found = _found_processes(topology, Path(data_dir))
+            result = _bench_with_workers(topology, options, targets, where, on_run, found)
+    except (ClusterOpsError, ClusterError, TimeoutError, HongbaoError, WorkerError) as error:
         err.print(f"error: {error}", markup=False)
         raise SystemExit(EXIT_UNAVAILABLE) from None
     if as_json:
@@ -134,9 +155,12 @@ def bench(
         out = stdout_console()
         for report in result.reports.values():
             out.print(report_table(report))
+            out.print(cpu_table(report))
         out.print(compare_table(result))
     else:
-        stdout_console().print(report_table(result))
+        out = stdout_console()
+        out.print(report_table(result))
+        out.print(cpu_table(result))
 
 
 def _options(
@@ -149,6 +173,7 @@ def _options(
     latency_samples: int,
     users: int | None,
     seed: int | None,
+    processes: int,
 ) -> BenchOptions:
     """The bench's options from the flags; a usage error when they do not fit together."""
     hot = mix == "hot-envelope"
@@ -164,6 +189,7 @@ def _options(
             latency_budget_s=max(5.0, duration_s),
             seed=seed,
             hot=HotOptions(grabbers=grabbers, in_flight=concurrency or HOT_IN_FLIGHT),
+            processes=processes,
         )
     except ValueError as error:
         raise click.UsageError(str(error)) from None
@@ -176,9 +202,12 @@ async def _bench(
     where: str,
     on_run: Callable[[str, RunResult], None],
     *,
+    processes: Processes,
+    pool: WorkerPool | None,
     leaders_home: bool = False,
 ) -> BenchReport | CompareReport:
-    """Bench ``targets`` (one, or routers and nodes compared) with node-direct admin."""
+    """Bench ``targets`` (one, or routers and nodes compared) with node-direct admin;
+    ``processes``: whose CPU is accounted; ``pool``: the workers of the throughput phase."""
     client_options = ClientOptions(timeout_s=BENCH_TIMEOUT_S)
     clients: dict[str, BenchClient] = {}
     async with HongbaoClient(topology, client_options) as admin:
@@ -191,12 +220,17 @@ async def _bench(
                     topology, name, client_options
                 )  # fmt: skip
             names = {name: f"{where}, through the {name}" for name in targets}
+            spreads: dict[str, Spread] = (
+                {} if pool is None else {name: pool.spread(name) for name in targets}
+            )
             if len(targets) > 1:
                 return await run_compare(clients, admin, options, target_names=names,
-                                         on_run=on_run)  # fmt: skip
+                                         on_run=on_run, processes=processes,
+                                         spreads=spreads)  # fmt: skip
             (name,) = targets
             return await run_bench(clients[name], options, target=names[name], admin=admin,
-                                   on_run=lambda run: on_run(name, run))  # fmt: skip
+                                   on_run=lambda run: on_run(name, run), processes=processes,
+                                   spread=spreads.get(name))  # fmt: skip
         finally:
             for client in clients.values():
                 if client is not admin:
@@ -223,13 +257,117 @@ def _bench_local(
             fsync = "no fsync" if no_fsync else "fsync"
             where = (f"local: {len(cluster.node_ids)} node processes ({fsync}){routers}, "
                      f"{config_path}")  # fmt: skip
-            report = asyncio.run(
-                _bench(cluster.topology, options, targets, where, on_run, leaders_home=True)
-            )
+            report = _bench_with_workers(cluster.topology, options, targets, where, on_run,
+                                         _local_processes(cluster), leaders_home=True)
             cluster.stop_all()  # routers first, then nodes
             return report
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
+
+
+def _bench_with_workers(
+    topology: Topology,
+    options: BenchOptions,
+    targets: list[str],
+    where: str,
+    on_run: Callable[[str, RunResult], None],
+    cluster: Processes,
+    *,
+    leaders_home: bool = False,
+) -> BenchReport | CompareReport:
+    """:func:`_bench`, with ``options.processes`` workers (when more than one) started
+    first and ended after; the client's CPU is this process's and the workers'."""
+    with _workers(topology, targets, options) as pool:
+        client_pids = [os.getpid(), *(pool.pids if pool is not None else [])]
+        processes = cluster.with_client(client_pids)
+        return asyncio.run(_bench(topology, options, targets, where, on_run,
+                                  processes=processes, pool=pool,
+                                  leaders_home=leaders_home))  # fmt: skip
+
+
+@contextlib.contextmanager
+def _workers(
+    topology: Topology, targets: list[str], options: BenchOptions
+) -> Iterator[WorkerPool | None]:
+    if options.processes == 1:
+        yield None
+        return
+    client_options = ClientOptions(timeout_s=BENCH_TIMEOUT_S)
+    with WorkerPool(topology, client_options, targets, options.processes) as pool:
+        yield pool
+
+
+def _local_processes(cluster: LocalCluster) -> Processes:
+    """The pids of the cluster this bench started: it knows them all."""
+    pids: dict[str, list[int]] = {"nodes": [p.pid for p in cluster.processes.values()]}
+    if cluster.routers:
+        pids["routers"] = [p.pid for p in cluster.routers.values()]
+    return Processes(pids=pids)
+
+
+def _found_processes(topology: Topology, data_dir: Path) -> Processes:
+    """The topology's nodes and routers by the pid files of `hongbao cluster up` in
+    ``data_dir``; a kind of which any process is not found there is unknown."""
+    pids: dict[str, list[int]] = {}
+    unknown: dict[str, str] = {}
+    wanted: list[tuple[str, Kind, list[int]]] = [
+        ("nodes", "node", [int(n.node_id) for n in topology.nodes]),
+        ("routers", "router", [r.router_id for r in topology.routers]),
+    ]
+    for kind, pid_kind, ids in wanted:
+        if not ids:
+            continue
+        found: list[int] = []
+        for ident in ids:
+            try:
+                process = running_process(data_dir, ident, pid_kind)
+            except ClusterOpsError:
+                process = None
+            if process is not None:
+                found.append(process.pid)
+        if len(found) == len(ids):
+            pids[kind] = found
+        else:
+            unknown[kind] = (f"{len(found)} of {len(ids)} {kind} found running by the pid "
+                             f"files in {data_dir.resolve()}")  # fmt: skip
+    return Processes(pids=pids, unknown=unknown)
+
+
+def _cpu_brief(run: RunResult) -> str:
+    if run.cpu is None:
+        return "CPU not measured"
+    total = run.cpu.us_per_op()["total"]
+    return "CPU per op unknown" if total is None else f"CPU {total:,.0f} µs/op"
+
+
+def cpu_table(report: BenchReport) -> Table:
+    """What the throughput phase cost: CPU by process kind and per operation (medians)."""
+    data = report.cpu_json()
+    table = Table(title="CPU over the throughput phase (medians over runs)")
+    for column in ("processes", "CPU s", "cores", "CPU µs / op"):
+        table.add_column(column, justify="left" if column == "processes" else "right")
+    if data is None:
+        table.add_row("not measured", "-", "-", "-")
+        return table
+    seconds, cores, per_op = data["cpu_s"], data["cores"], data["us_per_op"]
+    unknown = data["unknown"]
+    assert isinstance(seconds, dict)
+    assert isinstance(cores, dict)
+    assert isinstance(per_op, dict)
+    assert isinstance(unknown, dict)
+    for kind in seconds:
+        table.add_row(f"CPU {kind}", _figure(seconds[kind], ".2f"), _figure(cores[kind], ".2f"),
+                      _figure(per_op[kind], ",.0f"))  # fmt: skip
+    table.add_section()
+    table.add_row("[bold]CPU all processes[/bold]", "", "",
+                  f"[bold]{_figure(per_op['total'], ',.0f')}[/bold]")  # fmt: skip
+    for kind, why in unknown.items():
+        table.add_row(f"{kind}: CPU unknown ({why})", "", "", "")
+    return table
+
+
+def _figure(value: object, spec: str) -> str:
+    return "unknown" if not isinstance(value, int | float) else format(value, spec)
 
 
 def _latency_row(table: Table, name: str, p: Percentiles) -> None:
@@ -286,7 +424,8 @@ def _shape(options: BenchOptions) -> str:
         hot = options.hot
         return (f"{hot.shares} shares x {hot.grabbers} grabbers per envelope, "
                 f"{hot.in_flight} envelopes at once")  # fmt: skip
-    return f"batch {options.batch}, concurrency {options.concurrency}"
+    spread = f", over {options.processes} client processes" if options.processes > 1 else ""
+    return f"batch {options.batch}, concurrency {options.concurrency}{spread}"
 
 
 def _hot_rows(table: Table, report: BenchReport, hot: dict[str, Any]) -> None:
