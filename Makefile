@@ -37,7 +37,9 @@ bench: $(STAMP)
 	$(PY) benchmarks/raft_core_throughput.py
 	$(PY) benchmarks/lmdb_group_commit.py
 	$(PY) benchmarks/idle_cost.py
+	$(PY) benchmarks/op_cost.py --ops 2000 --runs 3
 	$(VENV)/bin/hongbao bench --local --runs 3 --duration-s 10
+	$(VENV)/bin/hongbao bench --local --mix transfer --runs 3 --duration-s 10 --processes 2
 	$(PY) benchmarks/router_cost.py --duration-s 5 --runs 3
 	$(PY) benchmarks/router_cpu.py --ops 1000 --runs 3
 
