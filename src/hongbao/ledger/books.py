@@ -14,9 +14,9 @@ way to another shard), ``@inbox:{shard}`` (money that arrived from one),
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, fields, replace
 
-from hongbao._invariant import InvariantViolation, invariant
+from hongbao._invariant import InvariantViolation, fail, invariant
 from hongbao.ledger.codec import INT_MAX, WIDE_INT_MAX
 from hongbao.ledger.limits import DAY_MS, DAY_OFFSET_MS, Limits
 from hongbao.ledger.reasons import Reason
@@ -31,6 +31,7 @@ from hongbao.ledger.records import (
     Posting,
     ShardIdentity,
     ShardState,
+    T,
     TxKind,
     account_key,
     history_key,
@@ -115,6 +116,11 @@ class Books:
     limits: Limits
     state: ShardState
     now_ms: int
+    # Hot rows decoded during this batch (None: absent), by table and key, so a command, and
+    # the next ones of the batch, read and decode each wallet, envelope and outbox cursor
+    # once. Filled by :func:`load_row`; those rows are written only by :func:`save_row`, so
+    # the cache never differs from the store. Bounded by the batch: a few rows per command.
+    rows: dict[tuple[Table, bytes], object] = field(default_factory=dict)
 
     @property
     def shard_id(self) -> int:
@@ -138,18 +144,31 @@ def open_books(store: LedgerStore, ts_ms: int) -> Books:
 
 
 def close_books(books: Books) -> None:
-    invariant(books.state.conserved(), f"closing unbalanced books: {books.state}")
+    if not books.state.conserved():
+        fail(f"closing unbalanced books: {books.state}")
     save(books.store, Table.META, META_STATE, books.state)
 
 
+_MONEY_FIELD_SET = frozenset(MONEY_FIELDS)
+
+
 def check_delta(books: Books, before: ShardState, expected: dict[str, int], what: str) -> None:
-    """Per-command conservation: the running totals moved by exactly ``expected``."""
+    """Per-command conservation: the running totals moved by exactly ``expected``.
+
+    Field by field with no message built: it runs after every command that moves money."""
+    after = books.state
+    for name in MONEY_FIELDS:
+        if getattr(after, name) - getattr(before, name) != expected.get(name, 0):
+            break
+    else:
+        if expected.keys() <= _MONEY_FIELD_SET:
+            return
     moved = {
-        name: getattr(books.state, name) - getattr(before, name)
+        name: getattr(after, name) - getattr(before, name)
         for name in MONEY_FIELDS
-        if getattr(books.state, name) != getattr(before, name)
+        if getattr(after, name) != getattr(before, name)
     }
-    invariant(moved == {k: v for k, v in expected.items() if v}, f"{what} moved {moved}")
+    fail(f"{what} moved {moved}, expected {expected}")
 
 
 HOLDINGS_MAX_FEN = INT_MAX
@@ -177,8 +196,112 @@ def inflow_refusal(books: Books, amount_fen: int) -> Rejected | None:
     return None
 
 
+def load_row(books: Books, table: Table, key: bytes, cls: type[T]) -> T | None:
+    """The record under ``key`` as this batch left it, decoded once per batch."""
+    slot = (table, key)
+    rows = books.rows
+    if slot in rows:
+        found = rows[slot]
+    else:
+        found = rows[slot] = load(books.store, table, key, cls)
+    if found is not None and type(found) is not cls:
+        fail(f"{table}/{key!r} holds a {type(found).__name__}, not a {cls.__name__}")
+    return found
+
+
+def save_row(books: Books, table: Table, key: bytes, record: object) -> None:
+    """Write ``record`` to the store and to the batch's cache: every write of a row that
+    :func:`load_row` reads must come through here."""
+    save(books.store, table, key, record)
+    books.rows[(table, key)] = record
+
+
 def get_account(books: Books, user_id: str) -> Account | None:
-    return load(books.store, Table.ACCOUNTS, account_key(user_id), Account)
+    return load_row(books, Table.ACCOUNTS, account_key(user_id), Account)
+
+
+def put_account(books: Books, account: Account) -> None:
+    """Write ``account``: the only way the apply path writes an account row."""
+    save_row(books, Table.ACCOUNTS, account_key(account.user_id), account)
+
+
+# The state and account records are rebuilt field by field on the hot path (dataclasses.
+# replace costs several times more); these guards make a field added to either record
+# fail at import until the constructors below name it.
+_STATE_FIELDS = (
+    "clock_ms",
+    "envelope_seq_last",
+    "journal_seq_last",
+    "idempotency_ordinal_last",
+    "idempotency_count",
+    "malformed_entries",
+    "balances_fen",
+    "escrow_fen",
+    "outbox_fen",
+    "deposits_fen",
+    "withdrawals_fen",
+    "delivered_in_fen",
+    "settled_out_fen",
+)
+_ACCOUNT_FIELDS = (
+    "user_id",
+    "balance_fen",
+    "frozen",
+    "outgoing_day",
+    "outgoing_fen",
+    "postings_last",
+)
+invariant(tuple(f.name for f in fields(ShardState)) == _STATE_FIELDS, "ShardState changed")
+invariant(tuple(f.name for f in fields(Account)) == _ACCOUNT_FIELDS, "Account changed")
+invariant(_STATE_FIELDS[6:] == MONEY_FIELDS, "the move totals below index MONEY_FIELDS")
+
+# Indexes into a move's totals: the money fields of ShardState, in MONEY_FIELDS order.
+(
+    _AT_BALANCES,
+    _AT_ESCROW,
+    _AT_OUTBOX,
+    _AT_DEPOSITS,
+    _AT_WITHDRAWALS,
+    _AT_DELIVERED_IN,
+    _AT_SETTLED,
+) = range(7)
+
+
+def state_with_idempotency(state: ShardState, *, ordinal_last: int, count: int) -> ShardState:
+    """``state`` with new idempotency counters (``replace``, without its cost)."""
+    return ShardState(
+        clock_ms=state.clock_ms,
+        envelope_seq_last=state.envelope_seq_last,
+        journal_seq_last=state.journal_seq_last,
+        idempotency_ordinal_last=ordinal_last,
+        idempotency_count=count,
+        malformed_entries=state.malformed_entries,
+        balances_fen=state.balances_fen,
+        escrow_fen=state.escrow_fen,
+        outbox_fen=state.outbox_fen,
+        deposits_fen=state.deposits_fen,
+        withdrawals_fen=state.withdrawals_fen,
+        delivered_in_fen=state.delivered_in_fen,
+        settled_out_fen=state.settled_out_fen,
+    )
+
+
+def _state_after_move(state: ShardState, seq: int, moved: list[int]) -> ShardState:
+    return ShardState(
+        clock_ms=state.clock_ms,
+        envelope_seq_last=state.envelope_seq_last,
+        journal_seq_last=seq,
+        idempotency_ordinal_last=state.idempotency_ordinal_last,
+        idempotency_count=state.idempotency_count,
+        malformed_entries=state.malformed_entries,
+        balances_fen=state.balances_fen + moved[_AT_BALANCES],
+        escrow_fen=state.escrow_fen + moved[_AT_ESCROW],
+        outbox_fen=state.outbox_fen + moved[_AT_OUTBOX],
+        deposits_fen=state.deposits_fen + moved[_AT_DEPOSITS],
+        withdrawals_fen=state.withdrawals_fen + moved[_AT_WITHDRAWALS],
+        delivered_in_fen=state.delivered_in_fen + moved[_AT_DELIVERED_IN],
+        settled_out_fen=state.settled_out_fen + moved[_AT_SETTLED],
+    )
 
 
 def move(
@@ -195,47 +318,64 @@ def move(
 
     ``outgoing`` marks a user's own payment out of ``source`` (a wallet): it must not be
     frozen and it counts against the daily limit. The caller has checked funds, freeze and
-    limit already; here they are invariants.
+    limit already; here they are invariants. The running totals the legs change are summed
+    in ``moved`` and the new state is built once, after both legs.
     """
-    invariant(amount_fen > 0, f"move of {amount_fen} fen: amounts are positive")
-    invariant(source != destination, f"move from {source} to itself")
+    if amount_fen <= 0:
+        fail(f"move of {amount_fen} fen: amounts are positive")
+    if source == destination:
+        fail(f"move from {source} to itself")
     invariant(not outgoing or source.startswith(_WALLET), "only a wallet pays out")
     before = books.state
     seq = before.journal_seq_last + 1
-    books.state = replace(before, journal_seq_last=seq)
     legs = (Posting(source, -amount_fen), Posting(destination, amount_fen))
-    _post_leg(books, legs[0], seq=seq, kind=kind, ref=ref, other=destination, outgoing=outgoing)
-    _post_leg(books, legs[1], seq=seq, kind=kind, ref=ref, other=source, outgoing=False)
+    moved = [0] * len(MONEY_FIELDS)
+    _post_leg(books, moved, legs[0], seq=seq, kind=kind, ref=ref, other=destination,
+              outgoing=outgoing)  # fmt: skip
+    _post_leg(books, moved, legs[1], seq=seq, kind=kind, ref=ref, other=source, outgoing=False)
     tx = JournalTx(seq=seq, at_ms=books.now_ms, kind=kind, ref=ref, postings=legs)
     save(books.store, Table.JOURNAL, journal_key(seq), tx)
-    invariant(sum(leg.delta_fen for leg in legs) == 0, "journal transaction does not balance")
-    invariant(books.state.conserved(), f"move {kind} {ref} broke conservation")
+    invariant(legs[0].delta_fen + legs[1].delta_fen == 0, "journal transaction does not balance")
+    books.state = after = _state_after_move(before, seq, moved)
+    if not after.conserved():
+        fail(f"move {kind} {ref} broke conservation")
 
 
 def _post_leg(
-    books: Books, leg: Posting, *, seq: int, kind: TxKind, ref: str, other: str, outgoing: bool
+    books: Books,
+    moved: list[int],
+    leg: Posting,
+    *,
+    seq: int,
+    kind: TxKind,
+    ref: str,
+    other: str,
+    outgoing: bool,
 ) -> None:
+    """Post one leg: a wallet's row and statement line, or a system account's total (added
+    to ``moved``, the move's running-total deltas)."""
     name, delta = leg.account, leg.delta_fen
     state = books.state
     if name.startswith(_WALLET):
         _post_wallet(books, leg, seq=seq, kind=kind, ref=ref, other=other, outgoing=outgoing)
+        moved[_AT_BALANCES] += delta
     elif name.startswith(_ESCROW):
-        books.state = replace(state, escrow_fen=state.escrow_fen + delta)
-        invariant(books.state.escrow_fen >= 0, "escrow total went negative")
+        moved[_AT_ESCROW] += delta
+        invariant(state.escrow_fen + moved[_AT_ESCROW] >= 0, "escrow total went negative")
     elif name.startswith(_OUTBOX):
-        books.state = replace(state, outbox_fen=state.outbox_fen + delta)
-        invariant(books.state.outbox_fen >= 0, "outbox total went negative")
+        moved[_AT_OUTBOX] += delta
+        invariant(state.outbox_fen + moved[_AT_OUTBOX] >= 0, "outbox total went negative")
     elif name.startswith(_INBOX):
         invariant(delta < 0, "money only leaves an inbox (into a wallet)")
-        books.state = replace(state, delivered_in_fen=state.delivered_in_fen - delta)
+        moved[_AT_DELIVERED_IN] -= delta
     elif name.startswith(_SETTLED):
         invariant(delta > 0, "money only enters the settled account (from the outbox)")
-        books.state = replace(state, settled_out_fen=state.settled_out_fen + delta)
+        moved[_AT_SETTLED] += delta
     elif name == WORLD:
         if delta < 0:
-            books.state = replace(state, deposits_fen=state.deposits_fen - delta)
+            moved[_AT_DEPOSITS] -= delta
         else:
-            books.state = replace(state, withdrawals_fen=state.withdrawals_fen + delta)
+            moved[_AT_WITHDRAWALS] += delta
     else:
         raise InvariantViolation(f"unknown journal account {name!r}")
 
@@ -244,29 +384,42 @@ def _post_wallet(
     books: Books, leg: Posting, *, seq: int, kind: TxKind, ref: str, other: str, outgoing: bool
 ) -> None:
     user_id = leg.account[len(_WALLET) :]
+    delta_fen = leg.delta_fen
     account = get_account(books, user_id)
     if account is None:
-        invariant(leg.delta_fen > 0, f"debit of {user_id}, who has no account")
+        if delta_fen <= 0:
+            fail(f"debit of {user_id}, who has no account")
         account = Account(user_id, balance_fen=0, frozen=False, outgoing_day=0, outgoing_fen=0)
-    balance_fen = account.balance_fen + leg.delta_fen
-    invariant(balance_fen >= 0, f"{user_id}'s balance would go negative: {balance_fen}")
+    balance_fen = account.balance_fen + delta_fen
+    if balance_fen < 0:
+        fail(f"{user_id}'s balance would go negative: {balance_fen}")
+    outgoing_day, outgoing_fen = account.outgoing_day, account.outgoing_fen
     if outgoing:
-        spent_fen = outgoing_today(account, books.day) - leg.delta_fen
-        invariant(not account.frozen, f"{user_id} is frozen and cannot pay out")
-        invariant(spent_fen <= books.limits.daily_outgoing_max_fen, "daily limit overrun")
-        account = replace(account, outgoing_day=books.day, outgoing_fen=spent_fen)
+        day = books.day
+        outgoing_day, outgoing_fen = day, outgoing_today(account, day) - delta_fen
+        if account.frozen:
+            fail(f"{user_id} is frozen and cannot pay out")
+        invariant(outgoing_fen <= books.limits.daily_outgoing_max_fen, "daily limit overrun")
     posting_seq = account.postings_last + 1
-    account = replace(account, balance_fen=balance_fen, postings_last=posting_seq)
-    save(books.store, Table.ACCOUNTS, account_key(user_id), account)
+    put_account(
+        books,
+        Account(
+            user_id=user_id,
+            balance_fen=balance_fen,
+            frozen=account.frozen,
+            outgoing_day=outgoing_day,
+            outgoing_fen=outgoing_fen,
+            postings_last=posting_seq,
+        ),
+    )
     line = HistoryEntry(
         seq=posting_seq,
         journal_seq=seq,
         at_ms=books.now_ms,
         kind=kind,
         ref=ref,
-        delta_fen=leg.delta_fen,
+        delta_fen=delta_fen,
         balance_fen=balance_fen,
         counterparty=other,
     )
     save(books.store, Table.HISTORY, history_key(user_id, posting_seq), line)
-    books.state = replace(books.state, balances_fen=books.state.balances_fen + leg.delta_fen)

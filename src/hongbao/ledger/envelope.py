@@ -35,10 +35,10 @@ moment the refund is in the sender's balance.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
-from hongbao._invariant import invariant
-from hongbao.ledger.books import Books, check_delta, escrow, move, wallet
+from hongbao._invariant import fail, invariant
+from hongbao.ledger.books import Books, check_delta, escrow, load_row, move, save_row, wallet
 from hongbao.ledger.commands import ExpireEnvelopes, GrabEnvelope, SendEnvelope
 from hongbao.ledger.lucky import draw_share, envelope_seed, share_cap_fen
 from hongbao.ledger.outbox import ship
@@ -56,7 +56,6 @@ from hongbao.ledger.records import (
     grabber_key,
     grabs_prefix,
     load,
-    load_required,
     row,
     save,
     u32,
@@ -116,7 +115,7 @@ def send(books: Books, command: SendEnvelope) -> Result:
     )
     total_fen = command.total_fen
     check_delta(books, before, {"balances_fen": -total_fen, "escrow_fen": total_fen}, "send")
-    save(books.store, Table.ENVELOPES, envelope_key(new_id), envelope)
+    save_row(books, Table.ENVELOPES, envelope_key(new_id), envelope)
     books.store.put(Table.EXPIRY, expiry_key(envelope.expires_at_ms, seq), envelope_key(new_id))
     return Ok(
         EnvelopeCreated(
@@ -134,7 +133,7 @@ def grab(books: Books, command: GrabEnvelope) -> Result:
     invariant(parsed is not None, "validate() lets only well-formed envelope ids through")
     if parsed is None or parsed[0] != books.shard_id:
         return Rejected(Reason.WRONG_SHARD, f"{command.envelope_id} is not on this shard")
-    envelope = load(books.store, Table.ENVELOPES, envelope_key(command.envelope_id), Envelope)
+    envelope = load_row(books, Table.ENVELOPES, envelope_key(command.envelope_id), Envelope)
     if envelope is None:
         return Rejected(Reason.ENVELOPE_NOT_FOUND, f"no envelope {command.envelope_id}")
     if envelope.status is EnvelopeStatus.OPEN and books.now_ms >= envelope.expires_at_ms:
@@ -164,20 +163,16 @@ def _take_share(books: Books, envelope: Envelope, user_id: str) -> GrabReceipt:
             remaining_count=envelope.remaining_count,
             cap_fen=envelope.share_cap_fen,
         )
-    invariant(1 <= amount_fen <= envelope.share_cap_fen, f"share {amount_fen} out of bounds")
+    if not 1 <= amount_fen <= envelope.share_cap_fen:
+        fail(f"share {amount_fen} out of bounds")
     remaining_count = envelope.remaining_count - 1
     remaining_fen = envelope.remaining_fen - amount_fen
     invariant(remaining_fen >= remaining_count, "a remaining share would get less than 1 fen")
     invariant(remaining_count > 0 or remaining_fen == 0, "the last share must take the rest")
     done = remaining_count == 0
-    updated = replace(
-        envelope,
-        remaining_fen=remaining_fen,
-        remaining_count=remaining_count,
-        status=EnvelopeStatus.EMPTY if done else EnvelopeStatus.OPEN,
-    )
+    updated = _after_grab(envelope, remaining_fen, remaining_count, done=done)
     eid = envelope.envelope_id
-    save(books.store, Table.ENVELOPES, envelope_key(eid), updated)
+    save_row(books, Table.ENVELOPES, envelope_key(eid), updated)
     if done:
         books.store.delete(Table.EXPIRY, expiry_key(envelope.expires_at_ms, envelope.envelope_seq))
     save(
@@ -223,6 +218,50 @@ def _take_share(books: Books, envelope: Envelope, user_id: str) -> GrabReceipt:
     )
 
 
+_ENVELOPE_FIELDS = (
+    "envelope_id",
+    "envelope_seq",
+    "sender_user_id",
+    "kind",
+    "total_fen",
+    "share_count",
+    "share_cap_fen",
+    "remaining_fen",
+    "remaining_count",
+    "refunded_fen",
+    "status",
+    "created_at_ms",
+    "expires_at_ms",
+    "seed",
+)
+invariant(
+    tuple(f.name for f in fields(Envelope)) == _ENVELOPE_FIELDS,
+    "Envelope changed: _after_grab builds it field by field",
+)
+
+
+def _after_grab(
+    envelope: Envelope, remaining_fen: int, remaining_count: int, *, done: bool
+) -> Envelope:
+    """``envelope`` after one share (``dataclasses.replace`` without its cost: every grab)."""
+    return Envelope(
+        envelope_id=envelope.envelope_id,
+        envelope_seq=envelope.envelope_seq,
+        sender_user_id=envelope.sender_user_id,
+        kind=envelope.kind,
+        total_fen=envelope.total_fen,
+        share_count=envelope.share_count,
+        share_cap_fen=envelope.share_cap_fen,
+        remaining_fen=remaining_fen,
+        remaining_count=remaining_count,
+        refunded_fen=envelope.refunded_fen,
+        status=EnvelopeStatus.EMPTY if done else EnvelopeStatus.OPEN,
+        created_at_ms=envelope.created_at_ms,
+        expires_at_ms=envelope.expires_at_ms,
+        seed=envelope.seed,
+    )
+
+
 def expire_due(books: Books, command: ExpireEnvelopes) -> Result:
     """Refund up to ``limit`` open envelopes whose TTL ended at or before ``now_ms``."""
     if command.now_ms > books.now_ms:
@@ -235,7 +274,9 @@ def expire_due(books: Books, command: ExpireEnvelopes) -> Result:
     for key, value in books.store.scan(Table.EXPIRY, limit=command.limit):
         if int.from_bytes(key[:8], "big") > command.now_ms:
             break  # the index is in expiry order: nothing later is due
-        envelope = load_required(books.store, Table.ENVELOPES, value, Envelope)
+        envelope = load_row(books, Table.ENVELOPES, value, Envelope)
+        if envelope is None:
+            fail(f"the expiry index names a missing envelope {value!r}")
         refunded_fen += envelope.remaining_fen
         _expire(books, envelope)
         expired.append(envelope.envelope_id)
@@ -259,7 +300,7 @@ def _expire(books: Books, envelope: Envelope) -> Envelope:
     expired = replace(
         envelope, remaining_fen=0, refunded_fen=refund_fen, status=EnvelopeStatus.EXPIRED
     )
-    save(books.store, Table.ENVELOPES, envelope_key(envelope.envelope_id), expired)
+    save_row(books, Table.ENVELOPES, envelope_key(envelope.envelope_id), expired)
     books.store.delete(Table.EXPIRY, expiry_key(envelope.expires_at_ms, envelope.envelope_seq))
     return expired
 

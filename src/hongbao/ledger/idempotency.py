@@ -16,10 +16,10 @@ the store byte-identical.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
-from hongbao._invariant import invariant
-from hongbao.ledger.books import Books
+from hongbao._invariant import fail, invariant
+from hongbao.ledger.books import Books, state_with_idempotency
 from hongbao.ledger.codec import registered
 from hongbao.ledger.records import load, save, u64
 from hongbao.ledger.results import Result
@@ -54,7 +54,8 @@ def remember(
 ) -> None:
     """Store ``result`` as the answer to ``request_id`` and evict beyond the window."""
     key = request_id.encode("ascii")
-    invariant(books.store.get(Table.IDEMPOTENCY, key) is None, f"{request_id} remembered twice")
+    if books.store.get(Table.IDEMPOTENCY, key) is not None:
+        fail(f"{request_id} remembered twice")
     state = books.state
     ordinal = state.idempotency_ordinal_last + 1
     record = IdempotencyRecord(request_id, ordinal, fingerprint, result, command)
@@ -72,5 +73,5 @@ def remember(
             books.store.delete(Table.IDEMPOTENCY_ORDER, order_key)
             books.store.delete(Table.IDEMPOTENCY, old_key)
             count -= 1
-    books.state = replace(state, idempotency_ordinal_last=ordinal, idempotency_count=count)
+    books.state = state_with_idempotency(state, ordinal_last=ordinal, count=count)
     invariant(count >= 1, "the id just remembered must be counted")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import typing
 from dataclasses import dataclass, replace
 
-from hongbao._invariant import invariant
+from hongbao._invariant import fail, invariant
 from hongbao.ledger import envelope, idempotency, outbox, snapshot, wallet
 from hongbao.ledger.books import (
     Books,
@@ -131,7 +131,8 @@ def applied_index(store: LedgerStore) -> int:
 
 def set_applied_index(store: LedgerStore, index: int) -> None:
     """Record ``index`` as applied, in the same transaction as its effects."""
-    invariant(index > applied_index(store), f"applied index {index} does not move forward")
+    if index <= applied_index(store):
+        fail(f"applied index {index} does not move forward")
     store.put(Table.META, APPLIED_INDEX_KEY, u64(index))
 
 
@@ -175,7 +176,8 @@ def apply_batch(store: LedgerStore, batch: Batch) -> list[Result]:
     results = []
     for command in batch.commands:
         results.append(_apply_command(books, command))
-        invariant(books.state.conserved(), f"{type(command).__name__} broke conservation")
+        if not books.state.conserved():
+            fail(f"{type(command).__name__} broke conservation")
     close_books(books)
     return results
 

@@ -21,7 +21,7 @@ dropped before it was applied is money lost, which the audit reports
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields
 
 from hongbao._invariant import invariant
 from hongbao.ledger.books import (
@@ -29,8 +29,10 @@ from hongbao.ledger.books import (
     check_delta,
     inbox_account,
     inflow_refusal,
+    load_row,
     move,
     outbox_account,
+    save_row,
     settled_account,
     wallet,
 )
@@ -56,10 +58,20 @@ from hongbao.ledger.sharding import shard_for_user
 from hongbao.ledger.store import LedgerStore, Table, iterate
 
 _TX_KIND = {CreditKind.TRANSFER: TxKind.TRANSFER, CreditKind.GRAB: TxKind.ENVELOPE_GRAB}
+invariant(
+    tuple(f.name for f in fields(OutboxCursor)) == ("destination_shard", "last_seq", "acked_seq"),
+    "OutboxCursor changed: ship() builds it field by field",
+)
 
 
 def cursor(store: LedgerStore, destination_shard: int) -> OutboxCursor:
     found = load(store, Table.META, meta_outbox_key(destination_shard), OutboxCursor)
+    return found or OutboxCursor(destination_shard, last_seq=0, acked_seq=0)
+
+
+def _cursor_of(books: Books, destination_shard: int) -> OutboxCursor:
+    """:func:`cursor` through the batch's row cache (ship and acknowledge write it back)."""
+    found = load_row(books, Table.META, meta_outbox_key(destination_shard), OutboxCursor)
     return found or OutboxCursor(destination_shard, last_seq=0, acked_seq=0)
 
 
@@ -92,7 +104,7 @@ def ship(
         ref=ref,
         outgoing=outgoing,
     )
-    position = cursor(books.store, destination_shard)
+    position = _cursor_of(books, destination_shard)
     seq = position.last_seq + 1
     entry = OutboxEntry(
         source_shard=books.shard_id,
@@ -106,9 +118,8 @@ def ship(
     )
     invariant(books.store.get(Table.OUTBOX, outbox_key(destination_shard, seq)) is None, "reuse")
     save(books.store, Table.OUTBOX, outbox_key(destination_shard, seq), entry)
-    save(
-        books.store, Table.META, meta_outbox_key(destination_shard), replace(position, last_seq=seq)
-    )
+    advanced = OutboxCursor(destination_shard, last_seq=seq, acked_seq=position.acked_seq)
+    save_row(books, Table.META, meta_outbox_key(destination_shard), advanced)
     return seq
 
 
@@ -152,7 +163,7 @@ def acknowledge(books: Books, command: Acknowledge) -> Result:
     destination = command.destination_shard
     if destination >= books.identity.shard_count or destination == books.shard_id:
         return Rejected(Reason.INVALID_SHARD, f"shard {destination} has no outbox here")
-    position = cursor(books.store, destination)
+    position = _cursor_of(books, destination)
     if command.up_to_seq > position.last_seq:
         return Rejected(
             Reason.ACK_BEYOND_OUTBOX,
@@ -169,12 +180,8 @@ def acknowledge(books: Books, command: Acknowledge) -> Result:
         dropped_fen += row(value, OutboxEntry).amount_fen
         books.store.delete(Table.OUTBOX, key)
     acked_seq = position.acked_seq + count
-    save(
-        books.store,
-        Table.META,
-        meta_outbox_key(destination),
-        replace(position, acked_seq=acked_seq),
-    )
+    settled = OutboxCursor(destination, last_seq=position.last_seq, acked_seq=acked_seq)
+    save_row(books, Table.META, meta_outbox_key(destination), settled)
     before = books.state
     move(
         books,

@@ -30,6 +30,7 @@ from hongbao.ledger.books import (
     inflow_refusal,
     move,
     outgoing_today,
+    put_account,
     read_identity,
     read_state,
     wallet,
@@ -47,7 +48,6 @@ from hongbao.ledger.records import (
     history_prefix,
     load,
     row,
-    save,
 )
 from hongbao.ledger.results import AccountView, HistoryView, Ok, Rejected, Result, TransferReceipt
 from hongbao.ledger.sharding import shard_for_user
@@ -174,7 +174,7 @@ def set_frozen(books: Books, command: Freeze | Unfreeze) -> Result:
     if account is None:
         return Rejected(Reason.ACCOUNT_NOT_FOUND, f"{command.user_id} has no account")
     frozen = isinstance(command, Freeze)
-    save(books.store, Table.ACCOUNTS, account_key(command.user_id), replace(account, frozen=frozen))
+    put_account(books, replace(account, frozen=frozen))
     return Ok(_view(books, command.user_id))
 
 

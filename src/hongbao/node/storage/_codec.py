@@ -30,6 +30,7 @@ from __future__ import annotations
 import struct
 import zlib
 from typing import Final
+from zlib import crc32 as _crc32
 
 from hongbao._invariant import invariant
 from hongbao.raft.types import ConfState, Entry, EntryType, HardState, NodeId, SnapshotMeta
@@ -233,8 +234,15 @@ def snapshot_data_check(shard_id: int, data: bytes, data_bytes: int, data_crc: i
 
 
 def row_encode(key: bytes, value: bytes) -> bytes:
-    return _sealed(key, value)
+    """The same bytes as ``_sealed`` (crc u32 big-endian, then the value), in fewer calls:
+    every ledger put goes through here."""
+    return _crc32(value, _crc32(key)).to_bytes(4, "big") + value
 
 
 def row_decode(table: str, key: bytes, record: bytes) -> bytes:
-    return bytes(_checked_body(f"ledger.{table}", key, record, f"key {key.hex()}"))
+    """The value of a ledger row once its crc has been verified; every ledger get and scan
+    goes through here, so the success path does one slice and two crc calls."""
+    body = record[4:]
+    if len(record) >= 4 and int.from_bytes(record[:4], "big") == _crc32(body, _crc32(key)):
+        return body
+    return bytes(_checked_body(f"ledger.{table}", key, record, f"key {key.hex()}"))  # raises
