@@ -19,10 +19,12 @@ SUITES = Path(__file__).parent / "suites"
 RUN_TIMEOUT_S = 240
 
 
-def chaos(*args: str, timeout_s: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess[str]:
+def chaos(
+    *args: str, timeout_s: float = RUN_TIMEOUT_S, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "hongbao.cli", "chaos", *args],
-        cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False,
+        cwd=ROOT, capture_output=True, text=True, timeout=timeout_s, check=False, env=env,
     )  # fmt: skip
 
 
@@ -95,12 +97,17 @@ def test_chaos_stop_heals_and_ends_a_running_suite(tmp_path: Path) -> None:
     from hongbao.ops.local import wait_until
 
     report = tmp_path / "stopped"
+    # A TMPDIR of its own: `chaos stop` ends every run listed there, and a developer's own
+    # chaos runs on this machine are none of this test's business.
+    private = tmp_path / "tmp"
+    private.mkdir()
+    env = {**os.environ, "TMPDIR": str(private)}
     runner = subprocess.Popen(
         [sys.executable, "-m", "hongbao.cli", "chaos", "run", "chaos/smoke.toml",
          "--report", str(report), "--seed", "3", "--toxiproxy", "embedded"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )  # fmt: skip
-    entry = active_dir() / f"{runner.pid}.json"
+    entry = private / active_dir().name / f"{runner.pid}.json"
     try:
         wait_until(
             lambda: runner.poll() is not None
@@ -108,7 +115,7 @@ def test_chaos_stop_heals_and_ends_a_running_suite(tmp_path: Path) -> None:
             90, "the run to start its workload",
         )  # fmt: skip
         assert runner.poll() is None, runner.communicate()[0][-3000:]
-        stop = chaos("stop", timeout_s=30)
+        stop = chaos("stop", timeout_s=30, env=env)
         assert stop.returncode == 0, stop.stdout + stop.stderr
         assert f"pid {runner.pid}" in stop.stdout
         output, _ = runner.communicate(timeout=90)
