@@ -133,7 +133,10 @@ def test_conservation_and_every_info_op_resolved(cluster: LocalCluster, tmp_path
     info = [op for op in ops if op.status == "info"]
     assert len(info) >= 10, "the 1 ms deadlines made too few indeterminate ops"
     assert {op.kind for op in info} >= {"deposit", "transfer", "grab"}
-    assert all(op.code == "DEADLINE_EXCEEDED" for op in info)
+    # Indeterminate means no answer in time, or an answer that says so (a loaded machine
+    # can make the steady run's node say OUTCOME_UNKNOWN); never a definite refusal.
+    odd = [op for op in info if op.code != "DEADLINE_EXCEEDED" and op.reason != "OUTCOME_UNKNOWN"]
+    assert odd == [], odd[:3]
     assert {op.request_id for op in info} == set(final.request_status)
     outcomes = {final.request_status[op.request_id].outcome for op in info}
     assert outcomes <= {"applied", "not_applied"}
