@@ -41,6 +41,7 @@ from tests.chaos.support import EchoServer, connect, recv_exactly
 
 T = TypeVar("T")
 SPLIT_S = 10.0  # a cut-off node steps down (CheckQuorum) and the rest elect: a few timeouts
+SIGNAL_S = 5.0  # a SIGSTOP or SIGCONT shows in /proc
 CATCH_UP_S = 20.0
 CALL_DEADLINE_S = 20.0
 
@@ -448,11 +449,13 @@ def test_pause_stops_and_continues(chaos: ChaosCluster) -> None:
     leader = chaos.leaders()[0]
     fault = build_fault(spec("pause", leader_of=0))
     assert inject(chaos, fault) == {"leader_of": 0, "nodes": [leader]}
-    assert process_state(chaos, leader) == "T"
+    # SIGSTOP lands when the kernel next schedules the target: on a busy machine /proc can
+    # still say R for a moment after kill() returned.
+    wait_for(lambda: process_state(chaos, leader) == "T", SIGNAL_S, "the leader to stop")
     wait_for(lambda: others_lead_everything(chaos, leader), SPLIT_S, "the others lead all")
     assert led_by(chaos, leader) is None  # stopped: it answers nothing
     heal(chaos, fault)
-    assert process_state(chaos, leader) != "T"
+    wait_for(lambda: process_state(chaos, leader) != "T", SIGNAL_S, "the leader to continue")
     caught_up(chaos, leader)
 
 

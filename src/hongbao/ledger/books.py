@@ -235,13 +235,7 @@ _STATE_FIELDS = (
     "idempotency_ordinal_last",
     "idempotency_count",
     "malformed_entries",
-    "balances_fen",
-    "escrow_fen",
-    "outbox_fen",
-    "deposits_fen",
-    "withdrawals_fen",
-    "delivered_in_fen",
-    "settled_out_fen",
+    *MONEY_FIELDS,
 )
 _ACCOUNT_FIELDS = (
     "user_id",
