@@ -295,6 +295,17 @@ class Findings:
         )
 
 
+def not_collected(name: str, final: FinalState) -> CheckResult:
+    """The verdict of a check whose inputs the collector could not read: a failure that
+    says so, with what was missing and why, not a judgement over a partial state."""
+    return CheckResult(
+        name=name,
+        ok=False,
+        summary=f"not judged: the final state was not collected ({final.unread_summary()})",
+        details={"unread": dict(final.unread), "notes": final.notes[:20]},
+    )
+
+
 def correctness_checks(history: Sequence[Op], final: FinalState) -> list[CheckResult]:
     """Every correctness check of the run, in report order (module docstring).
 
@@ -305,21 +316,26 @@ def correctness_checks(history: Sequence[Op], final: FinalState) -> list[CheckRe
     """
     from hongbao.chaos import checks_money, checks_requests  # they import this module
 
+    judged = [
+        ("conservation", checks_money.conservation),
+        ("no-negative-balance", checks_money.no_negative_balance),
+        ("no-double-grab", checks_money.no_double_grab),
+        ("grabs-within-envelope", checks_money.grabs_within_envelope),
+        ("acknowledged-durable", checks_requests.acknowledged_durable),
+        ("applied-once", checks_requests.applied_once),
+        ("failed-absent", checks_requests.failed_absent),
+        ("indeterminate-resolved", checks_requests.indeterminate_resolved),
+    ]
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         facts = Facts(history, final)
-        return [
-            checks_money.conservation(facts),
-            checks_money.no_negative_balance(facts),
-            checks_money.no_double_grab(facts),
-            checks_money.grabs_within_envelope(facts),
-            checks_requests.acknowledged_durable(facts),
-            checks_requests.applied_once(facts),
-            checks_requests.failed_absent(facts),
-            checks_requests.indeterminate_resolved(facts),
-            checks_requests.replicas_identical(facts),
-        ]
+        unread = final.unread_summary()
+        if unread:  # a partial state would be judged as if the rest held zeros
+            results = [not_collected(name, final) for name, _ in judged]
+        else:
+            results = [check(facts) for _, check in judged]
+        return [*results, checks_requests.replicas_identical(facts)]
     finally:
         if was_enabled:
             gc.enable()

@@ -9,8 +9,12 @@ found to have applied, and last every shard's totals (``Admin.ShardAudit`` by
 applied indexes its consistent-cut test watches.
 
 Rules: bounded concurrency, every call with a deadline, retries on the answers that say
-"not now" (NOT_LEADER, UNAVAILABLE, OVERLOADED, a deadline) until ``timeout_s`` runs out;
-anything not read is named in ``FinalState.notes``, never silently missing.
+"not now" (NOT_LEADER, UNAVAILABLE, OVERLOADED, a deadline) until ``timeout_s`` runs out.
+What a pass could not read before its deadline is read again in a further pass with a
+fresh deadline (a loaded machine answers late, not never), up to ``COLLECT_PASSES_MAX``
+passes and only while a pass still reads something. Anything still not read is counted in
+``FinalState.unread`` and named in ``FinalState.notes``, never silently missing; the checks
+then say "not collected" instead of judging a partial state.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ PAGES_MAX: Final = 10_000  # history pages per wallet
 PROBE_USERS_MAX: Final = 100_000  # ids tried to find a user of a given shard
 AUDIT_S_MIN: Final = 5.0  # the shard audit gets at least this long, whatever is left
 NOTES_MAX: Final = 1_000
+COLLECT_PASSES_MAX: Final = 3  # each re-reads only what the passes before it left unread
 _RETRIED: Final = frozenset(
     {
         ErrorReason.NOT_LEADER,
@@ -60,6 +65,7 @@ _RETRIED: Final = frozenset(
     }
 )
 Response = TypeVar("Response", bound=ProtoMessage)
+Misses = dict[tuple[str, str], str]  # (kind, key) -> why it was not read, this pass
 
 
 class Unread(Exception):
@@ -139,23 +145,47 @@ async def collect_final_state(
 ) -> FinalState:
     """The state after heal. ``credentials`` serve the ledger and the Admin calls; None
     takes the topology's certificates (client, and operator for Admin) when it has TLS."""
-    deadline = time.monotonic() + timeout_s
     notes: list[str] = []
     ledger_credentials = credentials
     if credentials is None and topology.tls:
         found = client_credentials(topology)
         ledger_credentials = found.ledger.channel_credentials() if found is not None else None
-    reader = _Reader(topology, ledger_credentials, deadline)
-    try:
-        statuses = await resolve_info(reader, topology, history, notes)
-        wallets = await read_wallets(reader, topology, users_of(history), notes)
-        envelopes = await read_envelopes(reader, envelopes_of(history, statuses), notes)
-    finally:
-        await reader.close()
+    users = users_of(history)
+    infos = list({op.request_id: op for op in history if op.status == "info"}.values())
+    statuses: dict[str, RequestStatus] = {}
+    wallets: dict[str, Wallet] = {}
+    envelopes: dict[str, Envelope] = {}
+    misses: Misses = {}
+    deadline = time.monotonic() + timeout_s
+    for _ in range(COLLECT_PASSES_MAX):
+        deadline = time.monotonic() + timeout_s
+        misses = {}
+        read_before = len(statuses) + len(wallets) + len(envelopes)
+        reader = _Reader(topology, ledger_credentials, deadline)
+        try:
+            todo = [op for op in infos if op.request_id not in statuses]
+            statuses.update(await resolve_info(reader, topology, todo, users, notes, misses))
+            todo_users = [user for user in users if user not in wallets]
+            wallets.update(await read_wallets(reader, topology, todo_users, notes, misses))
+            todo_envelopes = [e for e in envelopes_of(history, statuses) if e not in envelopes]
+            envelopes.update(await read_envelopes(reader, todo_envelopes, misses))
+        finally:
+            await reader.close()
+        read_now = len(statuses) + len(wallets) + len(envelopes)
+        if not misses or read_now == read_before:
+            break
+    notes.extend(misses.values())
+    for op in infos:  # an id nobody could ask about stays unresolved
+        statuses.setdefault(op.request_id, RequestStatus("unknown"))
     audit_s = max(AUDIT_S_MIN, deadline - time.monotonic())
     shards = await shard_totals(topology, credentials, audit_s, notes)
     if len(notes) > NOTES_MAX:
         notes[NOTES_MAX:] = [f"... and {len(notes) - NOTES_MAX} more notes"]
+    unread = {
+        kind: sum(1 for key in misses if key[0] == kind)
+        for kind in ("statuses", "wallets", "envelopes")
+    }
+    unread["shards"] = topology.shard_count - len(shards)
     return FinalState(
         wallets=wallets,
         envelopes=envelopes,
@@ -164,6 +194,7 @@ async def collect_final_state(
         quiet=quiet,
         collected_at_s=clock(),
         notes=notes,
+        unread={kind: count for kind, count in unread.items() if count},
     )
 
 
@@ -227,12 +258,17 @@ def _str(value: object) -> str | None:
 
 
 async def resolve_info(
-    reader: _Reader, topology: Topology, history: Sequence[Op], notes: list[str]
+    reader: _Reader,
+    topology: Topology,
+    infos: Sequence[Op],
+    users: Sequence[str],
+    notes: list[str],
+    misses: Misses,
 ) -> dict[str, RequestStatus]:
-    infos = {op.request_id: op for op in history if op.status == "info"}
-    users = users_of(history)
+    """The resolution of each ``info`` op (one per request id); those not read are left
+    out, named in ``misses``."""
 
-    async def one(op: Op) -> RequestStatus:
+    async def one(op: Op) -> RequestStatus | None:
         user = locating_user(op, topology, users)
         if user is None:
             notes.append(f"request {op.request_id} ({op.kind}): no user locates its shard")
@@ -241,8 +277,10 @@ async def resolve_info(
         try:
             answer = await reader.call(lambda s: s.wallet.RequestStatus, request)
         except Unread as why:
-            notes.append(f"request {op.request_id} ({op.kind}): status not read: {why}")
-            return RequestStatus("unknown")
+            misses[("statuses", op.request_id)] = (
+                f"request {op.request_id} ({op.kind}): status not read: {why}"
+            )
+            return None
         if answer.outcome == ledger_pb2.REQUEST_OUTCOME_NOT_APPLIED:
             return RequestStatus("not_applied")
         if answer.outcome != ledger_pb2.REQUEST_OUTCOME_APPLIED:
@@ -256,13 +294,20 @@ async def resolve_info(
             notes.append(f"request {op.request_id} ({op.kind}) applied as {which or 'nothing'}")
         return RequestStatus("applied", result_fields(first))
 
-    ops = list(infos.values())
-    answers = await asyncio.gather(*(one(op) for op in ops))
-    return {op.request_id: answer for op, answer in zip(ops, answers, strict=True)}
+    answers = await asyncio.gather(*(one(op) for op in infos))
+    return {
+        op.request_id: answer
+        for op, answer in zip(infos, answers, strict=True)
+        if answer is not None
+    }
 
 
 async def read_wallets(
-    reader: _Reader, topology: Topology, users: Sequence[str], notes: list[str]
+    reader: _Reader,
+    topology: Topology,
+    users: Sequence[str],
+    notes: list[str],
+    misses: Misses,
 ) -> dict[str, Wallet]:
     limit = min(500, topology.limits.history_limit_max)
 
@@ -287,7 +332,7 @@ async def read_wallets(
         except Unread as why:
             if why.reason == ErrorReason.NOT_FOUND.value:
                 return Wallet(0, [])  # no account: nothing ever reached it
-            notes.append(f"wallet {user}: not read: {why}")
+            misses[("wallets", user)] = f"wallet {user}: not read: {why}"
             return None
         journal = [_posting(p) for p in reversed(postings)]  # oldest first
         if journal and journal[-1].balance_fen != balance.balance_fen:
@@ -314,7 +359,7 @@ def _posting(p: ledger_pb2.Posting) -> Posting:
 
 
 async def read_envelopes(
-    reader: _Reader, envelope_ids: Sequence[str], notes: list[str]
+    reader: _Reader, envelope_ids: Sequence[str], misses: Misses
 ) -> dict[str, Envelope]:
     async def one(envelope_id: str) -> Envelope | None:
         try:
@@ -322,7 +367,7 @@ async def read_envelopes(
                 lambda s: s.envelopes.Show, ledger_pb2.ShowRequest(envelope_id=envelope_id)
             )
         except Unread as why:
-            notes.append(f"envelope {envelope_id}: not read: {why}")
+            misses[("envelopes", envelope_id)] = f"envelope {envelope_id}: not read: {why}"
             return None
         e = shown.envelope
         return Envelope(

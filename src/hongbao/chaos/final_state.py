@@ -92,6 +92,14 @@ class FinalState:
     replicas_report: str = ""
     collected_at_s: float = 0.0  # seconds since the run's start
     notes: list[str] = field(default_factory=list)  # what could not be read, and why
+    # What the collector could not read in all its passes, by kind ("statuses",
+    # "wallets", "envelopes", "shards"): only nonzero counts; empty when complete.
+    unread: dict[str, int] = field(default_factory=dict)
+
+    def unread_summary(self) -> str:
+        """'' when everything was read, else e.g. '12 wallets, 3 statuses unread'."""
+        parts = [f"{count} {kind}" for kind, count in self.unread.items() if count]
+        return f"{', '.join(parts)} unread" if parts else ""
 
     def save(self, directory: Path) -> Path:
         path = Path(directory) / FINAL_STATE_FILE
@@ -110,13 +118,12 @@ class FinalState:
                 eid: Envelope(**{**e, "grabs": [EnvelopeGrab(**g) for g in e["grabs"]]})
                 for eid, e in data["envelopes"].items()
             },
-            request_status={
-                rid: RequestStatus(**r) for rid, r in data["request_status"].items()
-            },
+            request_status={rid: RequestStatus(**r) for rid, r in data["request_status"].items()},
             shards={int(s): ShardTotals(**t) for s, t in data["shards"].items()},
             quiet=data["quiet"],
             replicas_ok=data.get("replicas_ok"),
             replicas_report=data.get("replicas_report", ""),
             collected_at_s=data.get("collected_at_s", 0.0),
             notes=list(data.get("notes", [])),
+            unread={str(k): int(v) for k, v in data.get("unread", {}).items()},
         )
