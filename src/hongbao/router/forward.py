@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, TypeVar
 
 import grpc
@@ -37,6 +37,7 @@ from hongbao.client.routing import (
     RetryPolicy,
     Routing,
     hinted_elsewhere,
+    moves_on_at_once,
     run_call,
 )
 from hongbao.config.routers import RouterSettings
@@ -49,14 +50,14 @@ from hongbao.node.errors import (
     ErrorReason,
     HongbaoError,
     RetryableError,
-    error_from_proto,
     error_from_rpc_error,
-    error_to_proto,
     make_error,
 )
-from hongbao.proto.gen.hongbao.v1 import errors_pb2, ledger_pb2
-from hongbao.router import wire
+from hongbao.proto.gen.hongbao.v1 import ledger_pb2
+from hongbao.router import grouped, wire
 from hongbao.router.coalesce import Coalescer
+from hongbao.router.grouped import OPS as _OPS
+from hongbao.router.grouped import Carried, ShardPositions, collect, error_result
 from hongbao.router.links import NodeLinks
 from hongbao.router.methods import BATCH_EXECUTE, Method, route_operation
 
@@ -65,8 +66,6 @@ T = TypeVar("T")
 
 BATCH_OPERATIONS_MAX: Final = 10_000  # as a node: hongbao.node.ledger_service
 HISTORY_LIMIT_DEFAULT: Final = 50
-_ERROR_FIELD: Final = ledger_pb2.OperationResult.DESCRIPTOR.fields_by_name["error"].number
-_OPS: Final = 1  # ExecuteRequest.operations / ExecuteResponse.results
 
 
 def error_of(exc: BaseException) -> HongbaoError | None:
@@ -127,11 +126,23 @@ class Forwarder:
     def _retried(self) -> None:
         self.counters.retries += 1
 
-    def _counted(self, shard_id: int, attempt: Attempt[T]) -> Attempt[T]:
+    def _hint_followed(self, shard_id: int, error: HongbaoError, node_id: int) -> int | None:
+        """The leader a failure at ``node_id`` named, if the next attempt goes there."""
+        if hinted_elsewhere(error, node_id) and self.routing.follows_hint(shard_id, error):
+            return error.leader_hint.node_id if error.leader_hint else None
+        return None
+
+    def _counted(
+        self, shard_id: int, attempt: Attempt[T], after: Carried | None = None
+    ) -> Attempt[T]:
         """``attempt``, counting its retries and redirects for the metrics, and logging
-        each failed attempt at debug."""
-        sent = 0
-        hinted: int | None = None  # the leader the last failure named, if it will be followed
+        each failed attempt at debug. ``after``: a grouped first attempt was already sent
+        for this shard, so every attempt here is a retry (and may follow its hint)."""
+        sent = 0 if after is None else 1
+        # The leader the last failure named, if it will be followed:
+        hinted = (
+            None if after is None else self._hint_followed(shard_id, after.error, after.node_id)
+        )
 
         async def counted(node_id: int, timeout_s: float) -> T:
             nonlocal sent, hinted
@@ -146,10 +157,7 @@ class Forwarder:
             except Exception as exc:
                 error = error_of(exc)
                 if error is not None:
-                    if hinted_elsewhere(error, node_id) and self.routing.follows_hint(
-                        shard_id, error
-                    ):
-                        hinted = error.leader_hint.node_id if error.leader_hint else None
+                    hinted = self._hint_followed(shard_id, error, node_id)
                     log.debug("attempt %d at node %d: %s", sent, node_id, error)
                 raise
 
@@ -217,7 +225,9 @@ class Forwarder:
 
     async def batch(self, raw: bytes, deadline: Deadline) -> bytes:
         """A client's Batch: split by shard, the parts forwarded in parallel, the results
-        put back in the client's order. Raises HongbaoError for a Batch refused whole."""
+        put back in the client's order. The first attempt of the shards a node leads goes
+        as one call to it (:mod:`hongbao.router.grouped`). Raises HongbaoError for a Batch
+        refused whole."""
         self.counters.batches += 1
         try:
             chunks = wire.repeated_messages(raw, _OPS)
@@ -246,16 +256,91 @@ class Forwarder:
             try:
                 shard_id = route_operation(self.routing, operation)
             except HongbaoError as error:
-                results[position] = _error_result(error)
+                results[position] = error_result(error)
                 continue
             by_shard.setdefault(shard_id, []).append(position)
+        parts: list[Awaitable[None]] = []
+        for node_id, shards in self._groups(by_shard):
+            if len(shards) == 1:
+                [(shard_id, positions)] = shards.items()
+                parts.append(self._part(shard_id, positions, chunks, results, deadline))
+            else:
+                parts.append(self._grouped(node_id, shards, chunks, results, deadline))
+        await asyncio.gather(*parts)
+        return wire.repeated_field(_OPS, [r if r is not None else b"" for r in results])
+
+    def _groups(self, by_shard: ShardPositions) -> list[tuple[int, ShardPositions]]:
+        """The shards by the node :func:`run_call` would try first for each. Under the
+        retry-fresh-id bug switch, one group per shard: the old path, its tests rely on it."""
+        if self.bugs.retry_fresh_id:  # BUG SWITCH retry-fresh-id
+            return [(self.routing.candidates(s)[0], {s: p}) for s, p in by_shard.items()]
+        groups: dict[int, ShardPositions] = {}
+        for shard_id, positions in by_shard.items():
+            groups.setdefault(self.routing.candidates(shard_id)[0], {})[shard_id] = positions
+        return list(groups.items())
+
+    async def _grouped(
+        self,
+        node_id: int,
+        shards: ShardPositions,
+        chunks: list[bytes],
+        results: list[bytes | None],
+        deadline: Deadline,
+    ) -> None:
+        """The first attempt of several shards as ONE call to ``node_id`` (one call's
+        overhead on the node, not one per shard); what it leaves unfinished goes on shard
+        by shard through :meth:`_part`, with what may have applied carried over."""
+        if deadline.expired:  # each part answers as run_call does when out of time
+            await asyncio.gather(
+                *(self._part(s, p, chunks, results, deadline) for s, p in shards.items())
+            )
+            return
+        self.counters.batch_parts += 1
+        carried = await self._group_attempt(node_id, shards, chunks, results, deadline)
+        for _ in carried:
+            self._retried()  # as run_call counts each failed attempt of a part
         await asyncio.gather(
             *(
-                self._part(shard_id, positions, chunks, results, deadline)
-                for shard_id, positions in by_shard.items()
+                self._part(shard_id, after.positions, chunks, results, deadline, after)
+                for shard_id, after in carried.items()
             )
         )
-        return wire.repeated_field(_OPS, [r if r is not None else b"" for r in results])
+
+    async def _group_attempt(
+        self,
+        node_id: int,
+        shards: ShardPositions,
+        chunks: list[bytes],
+        results: list[bytes | None],
+        deadline: Deadline,
+    ) -> dict[int, Carried]:
+        """One call to ``node_id`` carrying every operation of ``shards``; the final
+        results are kept, a definite failure answered to every position, and the rest
+        returned by shard, to be sent again."""
+        positions = grouped.in_client_order(shards)
+        request = wire.repeated_field(_OPS, [chunks[p] for p in positions])
+        timeout_s = deadline.attempt_timeout_s(self.settings.forward_timeout_ms)
+        try:
+            answer = await self._send_part(node_id, request, timeout_s, deadline)
+            parts = wire.repeated_messages(answer, _OPS)
+            if len(parts) != len(positions):
+                raise make_error(
+                    ErrorReason.INTERNAL,
+                    f"node {node_id} answered {len(parts)} results to {len(positions)} operations",
+                    server_reported=False,
+                )
+        except Exception as exc:
+            error = error_of(exc)
+            if error is None:
+                raise
+            log.debug("%d shards at node %d: %s", len(shards), node_id, error)
+            if not isinstance(error, RetryableError):
+                for shard_id, shard_positions in shards.items():
+                    final = answerable(CallFailed(error, exc), shard_id)
+                    self._answer_failed(shard_id, shard_positions, set(), final, results)
+                return {}
+            return grouped.after_failure(self.routing, node_id, shards, error)
+        return grouped.after_answer(self.routing, node_id, shards, parts, results)
 
     async def _part(
         self,
@@ -264,11 +349,13 @@ class Forwarder:
         chunks: list[bytes],
         results: list[bytes | None],
         deadline: Deadline,
+        after: Carried | None = None,
     ) -> None:
-        """One shard's operations, retried until each has a final result."""
+        """One shard's operations, retried until each has a final result. ``after``: what
+        a grouped first attempt left, so this part's attempts are its retries."""
         self.counters.batch_parts += 1
         pending = list(positions)
-        maybe_applied: set[int] = set()
+        maybe_applied: set[int] = set() if after is None else after.maybe_applied
         renewed: set[int] = set()  # positions the retry-fresh-id bug sent on under a new id
 
         async def attempt(node_id: int, timeout_s: float) -> None:
@@ -290,36 +377,62 @@ class Forwarder:
                     f"node {node_id} answered {len(parts)} results to {len(pending)} operations",
                     server_reported=False,
                 )
-            pending, retry = _collect(pending, parts, results, maybe_applied)
+            pending, retry = collect(pending, parts, results, maybe_applied)
             if self.bugs.retry_fresh_id:  # BUG SWITCH retry-fresh-id
                 self._renew_ids([p for p in pending if p in maybe_applied], chunks, renewed)
             if retry is not None:
                 raise retry
 
+        policy = self.policy
+        if after is not None:
+            policy = replace(policy, attempts_max=max(1, policy.attempts_max - 1))
+            await self._back_off_after(shard_id, after, deadline)
         try:
             with log_context(shard=shard_id):
                 await run_call(
                     self.routing,
                     shard_id,
-                    self._counted(shard_id, attempt),
+                    self._counted(shard_id, attempt, after),
                     deadline=deadline,
-                    policy=self.policy,
+                    policy=policy,
                     forward_timeout_ms=self.settings.forward_timeout_ms,
                     error_of=error_of,
                     on_retry=self._retried,
                 )
         except CallFailed as failed:
-            final = answerable(failed, shard_id)
-            unknown = make_error(
-                ErrorReason.OUTCOME_UNKNOWN,
-                "an earlier attempt may have applied it; retry with the same request id",
-                shard_id=shard_id,
+            self._answer_failed(
+                shard_id, pending, maybe_applied, answerable(failed, shard_id), results
             )
-            for position in pending:
-                chosen = (
-                    unknown if position in maybe_applied and not final.outcome_unknown else final
-                )
-                results[position] = _error_result(chosen)
+
+    async def _back_off_after(self, shard_id: int, after: Carried, deadline: Deadline) -> None:
+        """Wait as :func:`run_call` would have after the grouped attempt's failure: not at
+        all to follow a hint or to replace a node that did not answer, else one back-off."""
+        if self._hint_followed(shard_id, after.error, after.node_id) is not None:
+            return
+        others = [n for n in self.routing.candidates(shard_id) if n != after.node_id]
+        if moves_on_at_once(after.error) and others:
+            return
+        delay_ms = min(self.policy.backoff_ms(0), deadline.remaining_ms())
+        await asyncio.sleep(delay_ms / 1000.0)
+
+    def _answer_failed(
+        self,
+        shard_id: int,
+        pending: list[int],
+        maybe_applied: set[int],
+        final: HongbaoError,
+        results: list[bytes | None],
+    ) -> None:
+        """``final`` for each pending position, but OUTCOME_UNKNOWN for one an earlier
+        attempt may have applied: a later definite failure says nothing about that one."""
+        unknown = make_error(
+            ErrorReason.OUTCOME_UNKNOWN,
+            "an earlier attempt may have applied it; retry with the same request id",
+            shard_id=shard_id,
+        )
+        for position in pending:
+            chosen = unknown if position in maybe_applied and not final.outcome_unknown else final
+            results[position] = error_result(chosen)
 
     async def _send_part(
         self, node_id: int, request: bytes, timeout_s: float, deadline: Deadline
@@ -345,37 +458,6 @@ class Forwarder:
 def _name(method: Method) -> str:
     """``deposit`` for /hongbao.v1.Wallet/Deposit: the Batch operation's name."""
     return method.path.rsplit("/", 1)[-1].lower()
-
-
-def _collect(
-    pending: list[int], parts: list[bytes], results: list[bytes | None], maybe_applied: set[int]
-) -> tuple[list[int], HongbaoError | None]:
-    """Keep each final result of a part's answer; return what to send again, and why."""
-    again: list[int] = []
-    retry: HongbaoError | None = None
-    for position, part in zip(pending, parts, strict=True):
-        number, payload = wire.oneof_message(part)
-        if number == _ERROR_FIELD:
-            error = error_from_proto(errors_pb2.Error.FromString(payload))
-            if isinstance(error, RetryableError):
-                if error.outcome_unknown:
-                    maybe_applied.add(position)
-                again.append(position)
-                retry = _prefer(retry, error)
-                continue
-        results[position] = part
-    return again, retry
-
-
-def _prefer(kept: HongbaoError | None, error: HongbaoError) -> HongbaoError:
-    """Which in-band error steers the retry: one naming a leader beats one that does not."""
-    if kept is None or (kept.leader_hint is None and error.leader_hint is not None):
-        return error
-    return kept
-
-
-def _error_result(error: HongbaoError) -> bytes:
-    return ledger_pb2.OperationResult(error=error_to_proto(error)).SerializeToString()
 
 
 def _lines(operation: ledger_pb2.Operation, limits: Limits) -> int:
