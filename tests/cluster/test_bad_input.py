@@ -19,6 +19,7 @@ import pytest
 
 from hongbao.ledger.limits import REQUEST_ID_BYTES_MAX, USER_ID_BYTES_MAX
 from hongbao.ledger.sharding import shard_for_user
+from hongbao.node.batch_service import BATCH_OPERATIONS_MAX
 from hongbao.node.errors import (
     ErrorReason,
     HongbaoError,
@@ -26,7 +27,6 @@ from hongbao.node.errors import (
     error_from_proto,
     error_from_rpc_error,
 )
-from hongbao.node.ledger_service import BATCH_OPERATIONS_MAX
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, admin_pb2_grpc, ledger_pb2
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2_grpc as stubs
 from tests.cluster.support import Harness, rpc_error, users_per_shard, wait_for

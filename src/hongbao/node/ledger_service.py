@@ -38,6 +38,7 @@ from hongbao.ledger.results import (
     Ok,
     Rejected,
     RequestStatusView,
+    Result,
     ResultData,
     TransferReceipt,
 )
@@ -46,10 +47,7 @@ from hongbao.ledger.validate import validate, validate_query
 from hongbao.logs import log_context
 from hongbao.node import ledger_api as api
 from hongbao.node.admission import (
-    BATCH_RESPONSE_LINES_MAX,
     InflightBound,
-    batch_response_lines,
-    batch_too_large,
 )
 from hongbao.node.courier import Courier, decode_deliveries
 from hongbao.node.deliver_guard import credits_to_apply
@@ -57,7 +55,6 @@ from hongbao.node.errors import (
     ErrorReason,
     HongbaoError,
     abort_async,
-    error_to_proto,
     make_error,
 )
 from hongbao.node.peer_guard import RefusalLog
@@ -68,8 +65,6 @@ log = logging.getLogger(__name__)
 
 COMMAND_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 5.0
-BATCH_OPERATIONS_MAX = 10_000
-BATCH_ADMIT_SLICE = 250  # operations of a Batch started per turn of the event loop
 HISTORY_LIMIT_DEFAULT = 50
 
 Response = TypeVar("Response", bound=ProtoMessage)
@@ -113,13 +108,18 @@ class LedgerFront:
 
     # -- mutations and reads -------------------------------------------------------------
 
-    async def mutate(self, command: Command) -> ResultData:
+    def submit(self, command: Command) -> tuple[int, asyncio.Future[Result]]:
+        """Validate, route and queue ``command``: its shard and the future of its result.
+        Raises the refusal (invalid, NOT_LEADER, OVERLOADED, ...) at once."""
         rejected = validate(command, self.limits)
         if rejected is not None:
             raise api.rejected_error(rejected)
         shard_id = self.command_shard(command)
+        return shard_id, self.runtime.submit(shard_id, command)
+
+    async def mutate(self, command: Command) -> ResultData:
+        shard_id, future = self.submit(command)
         with log_context(shard=shard_id, request_id=getattr(command, "request_id", None)):
-            future = self.runtime.submit(shard_id, command)
             try:
                 # Not shielded: a caller that gives up (its deadline, a cancelled call, our
                 # own timeout) cancels the future, and a command still queued is then never
@@ -133,7 +133,7 @@ class LedgerFront:
                     "no result before the deadline; retry with the same request id",
                     shard_id=shard_id,
                 ) from None
-        return _unwrap(result, shard_id)
+        return unwrap(result, shard_id)
 
     def query_shard(self, query: Query) -> int:
         if isinstance(query, ShowEnvelope):
@@ -166,16 +166,16 @@ class LedgerFront:
         result = self.runtime.query(
             shard_id, lambda store: machine.query(store, query, now_ms=now_ms)
         )
-        return _unwrap(result, shard_id)
+        return unwrap(result, shard_id)
 
 
-def _unwrap(result: Ok | Rejected, shard_id: int) -> ResultData:
+def unwrap(result: Ok | Rejected, shard_id: int) -> ResultData:
     if isinstance(result, Rejected):
         raise api.rejected_error(result, shard_id)
     return result.data
 
 
-async def _answer(
+async def answer_bounded(
     inflight: InflightBound,
     context: Context,
     work: Callable[[], Awaitable[Response]],
@@ -237,28 +237,30 @@ class WalletServicer(ledger_pb2_grpc.WalletServicer):
         return api.request_status_response(api.expect(data, RequestStatusView))
 
     async def RequestStatus(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.request_status(request))
+        return await answer_bounded(
+            self.front.inflight, context, lambda: self.request_status(request)
+        )
 
     async def Deposit(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.deposit(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.deposit(request))
 
     async def Withdraw(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.withdraw(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.withdraw(request))
 
     async def Transfer(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.transfer(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.transfer(request))
 
     async def Balance(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.balance(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.balance(request))
 
     async def History(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.history(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.history(request))
 
     async def Freeze(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.freeze(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.freeze(request))
 
     async def Unfreeze(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.unfreeze(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.unfreeze(request))
 
 
 class EnvelopesServicer(ledger_pb2_grpc.EnvelopesServicer):
@@ -279,76 +281,13 @@ class EnvelopesServicer(ledger_pb2_grpc.EnvelopesServicer):
         return api.envelope_response(api.expect(data, EnvelopeView))
 
     async def Send(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.send(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.send(request))
 
     async def Grab(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.grab(request))
+        return await answer_bounded(self.front.inflight, context, lambda: self.grab(request))
 
     async def Show(self, request, context):  # type: ignore[no-untyped-def]
-        return await _answer(self.front.inflight, context, lambda: self.show(request))
-
-
-class BatchServicer(ledger_pb2_grpc.BatchServicer):
-    """Many operations per round trip; each gets its own result, in order."""
-
-    def __init__(self, wallet: WalletServicer, envelopes: EnvelopesServicer) -> None:
-        self.limits = wallet.front.limits
-        self.inflight = wallet.front.inflight
-        self.handlers: dict[str, Callable[[ProtoMessage], Awaitable[ProtoMessage]]] = {
-            "deposit": wallet.deposit,  # type: ignore[dict-item]
-            "withdraw": wallet.withdraw,  # type: ignore[dict-item]
-            "transfer": wallet.transfer,  # type: ignore[dict-item]
-            "balance": wallet.balance,  # type: ignore[dict-item]
-            "history": wallet.history,  # type: ignore[dict-item]
-            "freeze": wallet.freeze,  # type: ignore[dict-item]
-            "unfreeze": wallet.unfreeze,  # type: ignore[dict-item]
-            "send": envelopes.send,  # type: ignore[dict-item]
-            "grab": envelopes.grab,  # type: ignore[dict-item]
-            "show": envelopes.show,  # type: ignore[dict-item]
-        }
-
-    async def Execute(
-        self,
-        request: ledger_pb2.ExecuteRequest,
-        context: Context,
-    ) -> ledger_pb2.ExecuteResponse:
-        count = len(request.operations)
-        if count > BATCH_OPERATIONS_MAX:
-            error = make_error(
-                ErrorReason.LIMIT_EXCEEDED,
-                f"{count} operations; at most {BATCH_OPERATIONS_MAX} per call",
-            )
-            await abort_async(context, error)
-        lines = batch_response_lines(request, self.limits, HISTORY_LIMIT_DEFAULT)
-        if lines > BATCH_RESPONSE_LINES_MAX:
-            await abort_async(context, batch_too_large(lines))
-        return await _answer(self.inflight, context, lambda: self._all(request), count)
-
-    async def _all(self, request: ledger_pb2.ExecuteRequest) -> ledger_pb2.ExecuteResponse:
-        # Started a slice at a time, yielding in between: 10,000 operations started in one
-        # go held the event loop for half a second, long enough to miss heartbeats.
-        operations = request.operations
-        tasks: list[asyncio.Task[ledger_pb2.OperationResult]] = []
-        for start in range(0, len(operations), BATCH_ADMIT_SLICE):
-            tasks.extend(
-                asyncio.ensure_future(self._one(op))
-                for op in operations[start : start + BATCH_ADMIT_SLICE]
-            )
-            await asyncio.sleep(0)
-        return ledger_pb2.ExecuteResponse(results=await asyncio.gather(*tasks))
-
-    async def _one(self, operation: ledger_pb2.Operation) -> ledger_pb2.OperationResult:
-        name = operation.WhichOneof("op")
-        if name is None:
-            error = api.invalid("an operation must set exactly one request")
-            return ledger_pb2.OperationResult(error=error_to_proto(error))
-        try:
-            response = await self.handlers[name](getattr(operation, name))
-        except HongbaoError as error:
-            return ledger_pb2.OperationResult(error=error_to_proto(error))
-        result = ledger_pb2.OperationResult()
-        getattr(result, name).CopyFrom(response)
-        return result
+        return await answer_bounded(self.front.inflight, context, lambda: self.show(request))
 
 
 async def deliver(
@@ -369,12 +308,3 @@ async def deliver(
         courier.apply_deliveries(request.source_shard, destination, fresh), COMMAND_TIMEOUT_S
     )
     return peer_pb2.DeliverResponse(applied_seq=applied_seq)
-
-
-def add_ledger_services(server: grpc.aio.Server, runtime: NodeRuntime) -> None:
-    front = LedgerFront(runtime)
-    wallet = WalletServicer(front)
-    envelopes = EnvelopesServicer(front)
-    ledger_pb2_grpc.add_WalletServicer_to_server(wallet, server)
-    ledger_pb2_grpc.add_EnvelopesServicer_to_server(envelopes, server)
-    ledger_pb2_grpc.add_BatchServicer_to_server(BatchServicer(wallet, envelopes), server)

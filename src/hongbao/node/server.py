@@ -29,12 +29,18 @@ from hongbao.metrics import MetricsServer, start_metrics_server
 from hongbao.metrics.node import NodeMetrics, NodeSources
 from hongbao.node import bugs
 from hongbao.node.admin import AdminServicer
+from hongbao.node.batch_service import BatchServicer
 from hongbao.node.cluster_follow import ClusterFollower
 from hongbao.node.cluster_guard import ClusterIdInterceptor
 from hongbao.node.cluster_guard import cluster_id_of as cluster_id_of  # re-exported
 from hongbao.node.courier import Courier
 from hongbao.node.errors import HongbaoError, abort_async
-from hongbao.node.ledger_service import add_ledger_services, deliver
+from hongbao.node.ledger_service import (
+    EnvelopesServicer,
+    LedgerFront,
+    WalletServicer,
+    deliver,
+)
 from hongbao.node.peer_guard import CoreView, PeerGuard
 from hongbao.node.runtime import NodeRuntime, RuntimeLimits
 from hongbao.node.server_options import DecodeErrorInterceptor, ServerLimits, server_options
@@ -45,6 +51,7 @@ from hongbao.proto.gen.hongbao.v1 import (
     admin_pb2,
     admin_pb2_grpc,
     ledger_pb2,
+    ledger_pb2_grpc,
     peer_pb2,
     peer_pb2_grpc,
 )
@@ -348,3 +355,12 @@ class NodeServer:
                 if task.done() and not task.cancelled() and task.exception() is not None:
                     return
             await asyncio.sleep(0.1)
+
+
+def add_ledger_services(server: grpc.aio.Server, runtime: NodeRuntime) -> None:
+    front = LedgerFront(runtime)
+    wallet = WalletServicer(front)
+    envelopes = EnvelopesServicer(front)
+    ledger_pb2_grpc.add_WalletServicer_to_server(wallet, server)
+    ledger_pb2_grpc.add_EnvelopesServicer_to_server(envelopes, server)
+    ledger_pb2_grpc.add_BatchServicer_to_server(BatchServicer(wallet, envelopes), server)
