@@ -433,8 +433,7 @@ async def _courier_rounds(cluster: Cluster) -> int:
     for _ in range(ROUNDS_MAX):
         if outboxes_empty():
             return thread_time_ns() - started - checks_ns
-        for shard_id in sorted(leader.replicas):
-            courier._serve(shard_id)  # one courier round, as Courier.run does every 20 ms
+        courier.round()  # one courier round, as Courier.run does every 20 ms
         while courier._tasks:
             cluster.round()
             await asyncio.sleep(0)
