@@ -194,22 +194,31 @@ class RouterServer:
 
         async def handle(raw: bytes, context: Context) -> bytes:
             started_s = time.perf_counter()
-            code = grpc.StatusCode.UNKNOWN  # an exception none of the cases below expects
+            code: grpc.StatusCode | None = grpc.StatusCode.UNKNOWN  # an unexpected exception
+
+            def observe(final: grpc.StatusCode) -> None:
+                nonlocal code
+                code = None  # counted once
+                self.metrics.observe(path, final, time.perf_counter() - started_s)
+
             try:
                 answer = await self._serve(work, raw, context)
-                code = grpc.StatusCode.OK
+                code = grpc.StatusCode.OK  # counted in finally, before the answer is sent
                 return answer
             except CallFailed as failed:
-                code = _code_of(failed)
+                # Counted before the abort: grpc.aio's abort sends the status at once, and a
+                # client that scrapes right after its error must find it counted.
+                observe(_code_of(failed))
                 await self._fail(context, failed)
             except HongbaoError as error:
-                code = error.code
+                observe(error.code)
                 await abort_async(context, error)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED  # the client went away, or the server stops
                 raise
             finally:
-                self.metrics.observe(path, code, time.perf_counter() - started_s)
+                if code is not None:
+                    observe(code)
             raise AssertionError("unreachable: abort raises")
 
         return handle
