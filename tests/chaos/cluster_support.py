@@ -66,17 +66,23 @@ def run_with_pool(topology: Topology, body: Callable[[AdminPool], Awaitable[T]])
     return asyncio.run(main())
 
 
-def settle(topology: Topology, *, home: bool = True) -> None:
+def settle(
+    topology: Topology,
+    *,
+    home: bool = True,
+    attempts: int = BALANCE_ATTEMPTS,
+    home_timeout_s: float = LEADERS_TIMEOUT_S,
+) -> None:
     """Every group (meta included) has a leader; with ``home``, led from its home."""
 
     async def body(pool: AdminPool) -> None:
         await wait_for_leaders(pool, LEADERS_TIMEOUT_S, include_meta=True)
-        for attempt in range(BALANCE_ATTEMPTS if home else 0):
+        for attempt in range(attempts if home else 0):
             try:
-                await move_leaders_home(pool, LEADERS_TIMEOUT_S)
+                await move_leaders_home(pool, home_timeout_s)
                 return
             except ClusterOpsError:  # a loaded machine: an election moved one meanwhile
-                if attempt + 1 == BALANCE_ATTEMPTS:
+                if attempt + 1 == attempts:
                     raise
 
     run_with_pool(topology, body)

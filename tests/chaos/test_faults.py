@@ -44,6 +44,7 @@ SPLIT_S = 10.0  # a cut-off node steps down (CheckQuorum) and the rest elect: a 
 SIGNAL_S = 5.0  # a SIGSTOP or SIGCONT shows in /proc
 CATCH_UP_S = 20.0
 CALL_DEADLINE_S = 20.0
+HOME_AFTER_TEST_S = 20.0  # the fixture waits this long for leaders to return home
 
 MINIMAL: dict[str, dict[str, Any]] = {
     "partition-region": {"region": "shanghai"},
@@ -318,7 +319,9 @@ def chaos(cluster_once: ChaosCluster) -> Iterator[ChaosCluster]:
     yield cluster_once
     in_ctx(cluster_once, heal_everything)
     try:
-        settle(cluster_once.topology)
+        # One bounded try: three of 30 s each once cost a whole run 90 s, for nothing the
+        # next test needs (each of them waits for what it needs itself).
+        settle(cluster_once.topology, attempts=1, home_timeout_s=HOME_AFTER_TEST_S)
     except ClusterOpsError as error:  # a loaded machine: led, if not all from home
         print(f"\nnot every leader home after the test: {error}")
         settle(cluster_once.topology, home=False)
