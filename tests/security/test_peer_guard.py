@@ -180,10 +180,35 @@ def test_a_leader_that_heard_a_quorum_refuses_higher_terms() -> None:
     guard = guard_for(FakeCore(role=Role.LEADER, leader_id=ME), clock)
     assert reason(guard, OTHER, msg(MT.HEARTBEAT, from_=OTHER, term=6)) is None  # no lease yet
     assert reason(guard, LEADER, msg(MT.APP_RESP, index=3)) is None  # a quorum: 1 and 2
+    assert reason(guard, OTHER, msg(MT.APP_RESP, from_=OTHER, index=3)) is None  # all three
     assert reason(guard, OTHER, msg(MT.HEARTBEAT, from_=OTHER, term=6)) is Refusal.LEASE_HELD
+    # OTHER answers at term 5 and was heard just now: a term-6 answer "from" it is forged.
     assert reason(guard, OTHER, msg(MT.APP_RESP, from_=OTHER, term=6)) is Refusal.LEASE_HELD
     clock.now_ms += LEASE_MS
     assert reason(guard, OTHER, msg(MT.APP_RESP, from_=OTHER, term=6)) is None
+
+
+def test_a_leader_steps_down_for_a_voter_stranded_at_a_higher_term() -> None:
+    """A follower that moved to term 6 (it voted in an election that failed) answers the
+    term-5 leader's appends from term 6 and is never heard at term 5 again. The leader
+    keeps its lease through the other voter, yet must let that answer through (the core
+    then steps down and a new election takes the follower back): refusing it left a chaos
+    run's replica thousands of entries behind until the end."""
+    clock = Clock()
+    guard = guard_for(FakeCore(role=Role.LEADER, leader_id=ME), clock)
+    assert reason(guard, OTHER, msg(MT.APP_RESP, from_=OTHER, index=3)) is None  # at term 5
+    clock.now_ms += LEASE_MS  # then OTHER moved on to term 6
+    assert reason(guard, LEADER, msg(MT.APP_RESP, index=4)) is None  # the lease holds: 1, 2
+    assert reason(guard, OTHER, msg(MT.APP_RESP, from_=OTHER, term=6)) is None
+    # Only an answer to the leader's appends: other kinds stay refused in the lease.
+    assert reason(guard, OTHER, msg(MT.HEARTBEAT, from_=OTHER, term=6)) is Refusal.LEASE_HELD
+    assert reason(guard, OTHER, msg(MT.HEARTBEAT_RESP, from_=OTHER, term=6)) is (
+        Refusal.LEASE_HELD
+    )
+    # And a follower in its lease still refuses a higher-term answer (it sent no append).
+    follower = guard_for(FakeCore(), clock)
+    assert reason(follower, LEADER, msg(MT.HEARTBEAT)) is None
+    assert reason(follower, OTHER, msg(MT.APP_RESP, from_=OTHER, term=6)) is Refusal.LEASE_HELD
 
 
 def test_refusals_are_counted_per_reason_and_sender_and_logged_rate_limited(

@@ -24,7 +24,9 @@ What validation closes, with no certificates:
   current term), and TIMEOUT_NOW from anyone but that leader;
 - any message of a higher term while this replica holds a lease (a follower that heard
   its leader, or a leader that heard a quorum, within one election timeout), except a
-  vote request, which the core itself refuses in a lease (raft-pitfalls 7). This is the
+  vote request, which the core itself refuses in a lease (raft-pitfalls 7), and a
+  leader's append answered from a higher term by a voter it has not heard at its own
+  term for an election timeout (a stranded follower: :meth:`PeerGuard._stranded_voter`). This is the
   CheckQuorum rule extended to every message: a forged heartbeat or append at term + 1
   cannot depose a live leader. Dropping a message is always safe in Raft; the cost is
   that a replica cut off from its leader alone follows a new leader up to one election
@@ -232,10 +234,34 @@ class PeerGuard:
                 return Verdict(Refusal.NOT_THE_LEADER, why)
         if m.type is _MT.TIMEOUT_NOW and m.term != core.term:
             return Verdict(Refusal.NOT_THE_LEADER, f"TIMEOUT_NOW of term {m.term} != {core.term}")
-        if m.term > core.term and m.type not in _LEASE_EXEMPT and self._in_lease(shard_id, core):
+        if (
+            m.term > core.term
+            and m.type not in _LEASE_EXEMPT
+            and not self._stranded_voter(shard_id, sender, m, core)
+            and self._in_lease(shard_id, core)
+        ):
             why = f"{m.type.name} of term {m.term} while a lease of term {core.term} holds"
             return Verdict(Refusal.LEASE_HELD, why)
         return None
+
+    def _stranded_voter(self, shard_id: int, sender: int, m: Message, core: CoreView) -> bool:
+        """A voter that answers its leader's appends from a higher term, and has not been
+        heard at the leader's term for an election timeout: the leader must step down.
+
+        Such a follower moved its term on (it voted in an election that failed) and can
+        neither follow the old term nor win: the other voters, in the leader's lease,
+        refuse its pre-votes. Refusing its answer too would strand it for good (a chaos
+        run's shard 0 replica stayed 4,000 entries behind until the stop); the core's
+        rule, etcd's, is to step down on it, after which an election at a new term takes
+        the follower back. A forged answer "from" a voter that keeps answering at the
+        leader's term is still refused (part A); one from a voter not heard for an
+        election timeout costs one election at most, and part B's certificates close it.
+        """
+        if core.role is not Role.LEADER or m.type is not _MT.APP_RESP:
+            return False
+        if sender not in core.conf_state.voters:
+            return False
+        return not self._heard_recently(shard_id, sender, core.term, self._clock_ms())
 
     def _in_lease(self, shard_id: int, core: CoreView) -> bool:
         now_ms = self._clock_ms()
