@@ -48,6 +48,8 @@ class FakeReader:
             key = request.request_id
         if type(self).failing(self.pass_no, key):
             raise collect.Unread("deadline passed; last: no attempt")
+        if isinstance(request, ledger_pb2.ShowRequest):  # no envelope exists: a refusal
+            raise collect.Unread("r1: NOT_FOUND: no such envelope", "NOT_FOUND")
         return await rpc(self)(request)
 
     async def Balance(self, request: Any) -> Any:
@@ -138,3 +140,29 @@ def test_a_complete_read_takes_one_pass(topology: Topology) -> None:
     final = run(topology)
     assert FakeReader.passes == 1
     assert final.unread == {}
+
+
+def test_an_envelope_the_cluster_does_not_have_is_absent_not_unread(
+    topology: Topology,
+) -> None:
+    """NOT_FOUND is an answer: an acknowledged send whose envelope is gone is the lost
+    write acknowledged-durable exists to catch, not a state the collector failed to read
+    (a bug-suite run once ended "not judged" with 7 envelopes "unread" that way)."""
+    FakeReader.failing = staticmethod(lambda n, key: False)
+    send = Op(op_id=10, kind="send", request_id="s1", region="shenzhen",
+              args={"sender": "alice", "total_fen": 100, "count": 2, "envelope_kind": "fixed"},
+              invoke_s=0.0, complete_s=0.1, status="ok",
+              result={"envelope_id": "env-lost", "sender_balance_fen": 0})  # fmt: skip
+    ops = [*history(), send]
+    final = asyncio.run(
+        collect.collect_final_state(topology, ops, clock=lambda: 1.0, quiet=True)
+    )
+    assert FakeReader.passes == 1
+    assert final.unread == {}
+    assert "env-lost" not in final.envelopes
+    final.replicas_ok = True
+    results = {r.name: r for r in correctness_checks(ops, final)}
+    durable = results["acknowledged-durable"]
+    assert not durable.ok
+    assert "not collected" not in durable.summary
+    assert any("env-lost" in str(o) for o in durable.offending), durable.offending

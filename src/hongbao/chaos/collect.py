@@ -367,8 +367,9 @@ async def read_envelopes(
                 lambda s: s.envelopes.Show, ledger_pb2.ShowRequest(envelope_id=envelope_id)
             )
         except Unread as why:
-            misses[("envelopes", envelope_id)] = f"envelope {envelope_id}: not read: {why}"
-            return None
+            if why.reason != ErrorReason.NOT_FOUND.value:  # absent is an answer: the
+                misses[("envelopes", envelope_id)] = f"envelope {envelope_id}: not read: {why}"
+            return None  # checks then find an acknowledged send's envelope missing
         e = shown.envelope
         return Envelope(
             sender=e.sender_user_id,
