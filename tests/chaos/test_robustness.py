@@ -7,6 +7,7 @@ import time
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -72,6 +73,28 @@ def test_random_toxic_bodies_answer_the_reference_codes_and_traffic_survives() -
         assert recv_exactly(fresh, 5) == b"after"
         http.close()
     echo.close()
+
+
+@pytest.mark.parametrize("name", ["a}b", "{x}", "a#b?c", "\U000dc0e0µ}#"])
+def test_any_name_without_a_slash_can_be_read_patched_and_deleted(
+    http: Http, echo: EchoServer, name: str
+) -> None:
+    """As with the reference server's router: a name is whatever sits between slashes
+    (a toxic once named "µ}#" was created, then 404 to every later call)."""
+    proxy = http.send_json("POST", "/proxies", {"name": name, "listen": "127.0.0.1:0",
+                                                "upstream": echo.address})  # fmt: skip
+    assert proxy.status == 201, proxy.body
+    at = f"/proxies/{quote(name, safe='')}"
+    assert http.request("GET", at).json()["name"] == name
+    toxic = {"name": name, "type": "latency", "attributes": {"latency": 1}}
+    assert http.send_json("POST", f"{at}/toxics", toxic).status == 200
+    toxic_at = f"{at}/toxics/{quote(name, safe='')}"
+    patched = http.send_json("PATCH", toxic_at, {"attributes": {"latency": 2}})
+    assert patched.status == 200, patched.body
+    assert http.request("GET", toxic_at).json()["attributes"]["latency"] == 2
+    assert http.request("DELETE", toxic_at).status == 204
+    assert http.request("DELETE", at).status == 204
+    assert http.request("GET", "/proxies").json() == {}
 
 
 def test_garbage_on_the_api_socket_does_not_stop_the_server(http: Http) -> None:

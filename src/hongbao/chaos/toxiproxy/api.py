@@ -221,6 +221,13 @@ async def proxy_counters(request: web.Request) -> web.Response:
     return json_response(_registry(request).proxy(request.match_info["proxy"]).counters_json())
 
 
+# A name is any run of characters but "/", as gorilla/mux matches it for the reference
+# server; aiohttp's default pattern also stops at "{" and "}", so a toxic created as
+# "a}b" could never be read, patched or deleted (found by test_robustness).
+_PROXY = "{proxy:[^/]+}"
+_TOXIC = "{toxic:[^/]+}"
+
+
 def make_app(registry: Registry) -> web.Application:
     app = web.Application(
         client_max_size=REQUEST_BODY_BYTES_MAX, middlewares=[reference_middleware]
@@ -230,17 +237,17 @@ def make_app(registry: Registry) -> web.Application:
     router.add_get("/proxies", list_proxies, allow_head=False)
     router.add_post("/proxies", create_proxy)
     router.add_post("/populate", populate)
-    router.add_get("/proxies/{proxy}", get_proxy, allow_head=False)
-    router.add_post("/proxies/{proxy}", update_proxy)
-    router.add_patch("/proxies/{proxy}", update_proxy)
-    router.add_delete("/proxies/{proxy}", delete_proxy)
-    router.add_get("/proxies/{proxy}/toxics", list_toxics, allow_head=False)
-    router.add_post("/proxies/{proxy}/toxics", create_toxic)
-    router.add_get("/proxies/{proxy}/counters", proxy_counters, allow_head=False)
-    router.add_get("/proxies/{proxy}/toxics/{toxic}", get_toxic, allow_head=False)
-    router.add_post("/proxies/{proxy}/toxics/{toxic}", update_toxic)
-    router.add_patch("/proxies/{proxy}/toxics/{toxic}", update_toxic)
-    router.add_delete("/proxies/{proxy}/toxics/{toxic}", delete_toxic)
+    router.add_get(f"/proxies/{_PROXY}", get_proxy, allow_head=False)
+    router.add_post(f"/proxies/{_PROXY}", update_proxy)
+    router.add_patch(f"/proxies/{_PROXY}", update_proxy)
+    router.add_delete(f"/proxies/{_PROXY}", delete_proxy)
+    router.add_get(f"/proxies/{_PROXY}/toxics", list_toxics, allow_head=False)
+    router.add_post(f"/proxies/{_PROXY}/toxics", create_toxic)
+    router.add_get(f"/proxies/{_PROXY}/counters", proxy_counters, allow_head=False)
+    router.add_get(f"/proxies/{_PROXY}/toxics/{_TOXIC}", get_toxic, allow_head=False)
+    router.add_post(f"/proxies/{_PROXY}/toxics/{_TOXIC}", update_toxic)
+    router.add_patch(f"/proxies/{_PROXY}/toxics/{_TOXIC}", update_toxic)
+    router.add_delete(f"/proxies/{_PROXY}/toxics/{_TOXIC}", delete_toxic)
     router.add_post("/reset", reset)
     router.add_get("/version", version, allow_head=False)
     return app
