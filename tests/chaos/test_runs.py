@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -64,21 +66,67 @@ def test_smoke_suite_passes_and_reanalyses_to_the_same_verdict(tmp_path: Path) -
     assert "NOT REPRODUCED" in differs.stderr
 
 
-@pytest.mark.parametrize(
-    ("suite", "bug", "failing_check"),
-    [
-        ("bug-ack-before-commit", "ack-before-commit", "acknowledged-durable"),
-        ("bug-double-credit", "double-credit-grab", "conservation"),
-        ("bug-retry-fresh-id", "retry-fresh-id", "applied-once"),
-    ],
-)
-def test_a_deliberate_bug_fails_its_check(
-    tmp_path: Path, suite: str, bug: str, failing_check: str
-) -> None:
-    report = tmp_path / suite
-    run = chaos("run", str(SUITES / f"{suite}.toml"), "--report", str(report), "--seed", "5",
-                "--toxiproxy", "embedded", "--bug", bug)  # fmt: skip
-    assert run.returncode == 1, run.stdout[-4000:] + run.stderr[-4000:]
+BUG_RUNS = {
+    "bug-ack-before-commit": ("ack-before-commit", "acknowledged-durable"),
+    "bug-double-credit": ("double-credit-grab", "conservation"),
+    "bug-retry-fresh-id": ("retry-fresh-id", "applied-once"),
+}
+
+
+@dataclass
+class BugRun:
+    """One bug suite's run, started with the others: each is its own cluster on its own
+    ports, so running the three together costs the time of the longest, not of all three."""
+
+    report: Path
+    output: Path
+    process: subprocess.Popen[bytes]
+
+    def finish(self) -> tuple[int, str]:
+        try:
+            code = self.process.wait(RUN_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(30)
+            pytest.fail(f"{self.report.name} did not end within {RUN_TIMEOUT_S} s")
+        return code, self.output.read_text(errors="replace")[-8000:]
+
+
+@pytest.fixture(scope="module")
+def bug_runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BugRun]]:
+    base = tmp_path_factory.mktemp("bug-runs")
+    runs: dict[str, BugRun] = {}
+    try:
+        for suite, (bug, _check) in BUG_RUNS.items():
+            output = base / f"{suite}.out"
+            with output.open("wb") as sink:  # the child keeps its own copy of the handle
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "hongbao.cli", "chaos", "run",
+                     str(SUITES / f"{suite}.toml"), "--report", str(base / suite),
+                     "--seed", "5", "--toxiproxy", "embedded", "--bug", bug],
+                    cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            runs[suite] = BugRun(base / suite, output, process)
+        yield runs
+    finally:
+        for run in runs.values():  # a run heals and stops its cluster on SIGTERM
+            if run.process.poll() is None:
+                run.process.terminate()
+        for run in runs.values():
+            try:
+                run.process.wait(60)
+            except subprocess.TimeoutExpired:
+                run.process.kill()
+                run.process.wait(30)
+
+
+@pytest.mark.parametrize("suite", sorted(BUG_RUNS))
+def test_a_deliberate_bug_fails_its_check(bug_runs: dict[str, BugRun], suite: str) -> None:
+    failing_check = BUG_RUNS[suite][1]
+    run = bug_runs[suite]
+    code, output = run.finish()
+    assert code == 1, output
+    report = run.report
     checks = checks_of(report)
     assert checks[failing_check] is False, checks
     data = json.loads((report / "report.json").read_text())
