@@ -65,13 +65,16 @@ class Clock:
         return self.now_ms
 
 
-def guard_for(core: FakeCore, clock: Clock | None = None) -> PeerGuard:
+def guard_for(
+    core: FakeCore, clock: Clock | None = None, nodes: frozenset[int] = frozenset()
+) -> PeerGuard:
     return PeerGuard(
         node_id=ME,
         cores=lambda shard_id: core if shard_id == 0 else None,
         election_timeout_ms=LEASE_MS,
         refusals=RefusalLog(),
         clock_ms=clock or Clock(),
+        nodes=nodes,
     )
 
 
@@ -209,6 +212,31 @@ def test_a_leader_steps_down_for_a_voter_stranded_at_a_higher_term() -> None:
     follower = guard_for(FakeCore(), clock)
     assert reason(follower, LEADER, msg(MT.HEARTBEAT)) is None
     assert reason(follower, OTHER, msg(MT.APP_RESP, from_=OTHER, term=6)) is Refusal.LEASE_HELD
+
+
+def test_a_topology_node_outside_the_membership_may_lead_this_replica_but_not_vote() -> None:
+    """A replica behind a membership change knows the old members only; its new leader,
+    a node added since, reaches it with appends and heartbeats (the simulator's seeds 14,
+    64, 230 and 250 left such a replica refusing that leader for good). Votes and answers
+    from a non-member stay refused, and so does anything from a node outside the topology."""
+    topology = frozenset({1, 2, 3, 4, 5})
+    guard = guard_for(FakeCore(leader_id=0), nodes=topology)
+    assert reason(guard, 5, msg(MT.APP, from_=5, index=10, log_term=5)) is None
+    assert reason(guard, 5, msg(MT.HEARTBEAT, from_=5, commit=10)) is None
+    assert guard.staging_problem(5, 0) is None  # a snapshot from it may be staged
+    assert reason(guard, 5, msg(MT.VOTE, from_=5, term=6, index=12, log_term=5)) is (
+        Refusal.NOT_A_MEMBER
+    )
+    assert reason(guard, 5, msg(MT.APP_RESP, from_=5, index=3)) is Refusal.NOT_A_MEMBER
+    assert reason(guard, 99, msg(MT.HEARTBEAT, from_=99)) is Refusal.NOT_A_MEMBER
+    assert guard.staging_problem(99, 0) is not None
+    # The leadership rules hold for it as for a member: node 2 leads term 5 here.
+    led = guard_for(FakeCore(), nodes=topology)
+    assert reason(led, 5, msg(MT.APP, from_=5, index=10, log_term=5)) is Refusal.NOT_THE_LEADER
+    # Without the topology the guard is strict: members only.
+    strict = guard_for(FakeCore(leader_id=0))
+    assert reason(strict, 5, msg(MT.HEARTBEAT, from_=5)) is Refusal.NOT_A_MEMBER
+    assert strict.staging_problem(5, 0) is not None
 
 
 def test_refusals_are_counted_per_reason_and_sender_and_logged_rate_limited(

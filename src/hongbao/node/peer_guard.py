@@ -12,7 +12,9 @@ What validation closes, with no certificates:
   TRANSFER_LEADER (transfers start on the leader itself, through Admin) are refused;
 - a message whose ``from`` is not the node its stream belongs to, whose ``to`` is not
   this node, for a shard not hosted here, or from a node that is not a member of the
-  shard's configuration as this replica knows it;
+  shard's configuration as this replica knows it, unless it is a node of the topology
+  sending what a leader sends (a replica behind a membership change must hear its new
+  leader; the simulator found a replica refusing the leader it lacked for good);
 - terms and indexes at or above :data:`TERM_MAX` / :data:`INDEX_MAX` (2^48), so the core
   can always count one more and the encoder never overflows (the term 2^64 - 1 probe);
 - an APPEND whose entries do not follow its index, or carry a term above the message's;
@@ -178,8 +180,13 @@ class PeerGuard:
         election_timeout_ms: int,
         refusals: RefusalLog,
         clock_ms: Callable[[], float] = lambda: time.monotonic() * 1000,
+        nodes: frozenset[int] = frozenset(),
     ) -> None:
         self.node_id = node_id
+        # The nodes of the topology (the transport refuses streams from any other). One of
+        # them that this replica does not know as a member may still lead it: a replica
+        # behind a membership change learns of its new leader only from that leader.
+        self.nodes = nodes
         self._cores = cores
         self.lease_ms = election_timeout_ms
         self.log = refusals
@@ -201,9 +208,16 @@ class PeerGuard:
         core = self._cores(shard_id)
         if core is None:
             return f"no replica of shard {shard_id} here"
-        if sender not in core.conf_state.members:
+        if not self._may_send(sender, core, _MT.SNAP):
             return f"node {sender} is not a member of shard {shard_id}"
         return None
+
+    def _may_send(self, sender: int, core: CoreView, kind: MessageType) -> bool:
+        """A member may send anything; a node of the topology that is not a member as this
+        replica knows it, only what a leader sends (the leadership checks still apply)."""
+        if sender in core.conf_state.members:
+            return True
+        return sender in self.nodes and kind in _FROM_LEADER
 
     def check(
         self, sender: int, shard_id: int, m: Message, *, chunked: bool = False
@@ -214,7 +228,7 @@ class PeerGuard:
         core = self._cores(shard_id)
         if core is None:
             return Verdict(Refusal.SHARD_NOT_HOSTED, f"no replica of shard {shard_id} here")
-        if sender not in core.conf_state.members:
+        if not self._may_send(sender, core, m.type):
             return Verdict(Refusal.NOT_A_MEMBER, f"node {sender} is not a member of the shard")
         verdict = self._leadership_problem(sender, shard_id, m, core)
         if verdict is None and m.term == core.term:

@@ -204,6 +204,7 @@ class NodeServer:
             cores=lambda shard_id: _core_of(self.runtime, shard_id),
             election_timeout_ms=timing.tick_ms * timing.election_timeout_ticks,
             refusals=self.refusals,
+            nodes=frozenset(int(spec.node_id) for spec in topology.nodes),
         )
         limits = ServerLimits(message_bytes_max=self.transport_limits.grpc_message_bytes_max)
         self.server = grpc.aio.server(
