@@ -34,6 +34,7 @@ def batch() -> BatchResult:
         "heals",
         "messages_lost",
         "messages_blocked",
+        "messages_refused",
         "messages_duplicated",
         "messages_reordered",
         "messages_delayed",

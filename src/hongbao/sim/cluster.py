@@ -16,7 +16,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from hongbao.node.peer_guard import PeerGuard, RefusalLog
 from hongbao.raft.config import RaftConfig
+from hongbao.raft.core import RaftCore
 from hongbao.raft.types import ConfState, EntryType, Message, MessageType, NodeId, Role
 from hongbao.sim.checker import Checker
 from hongbao.sim.config import DELIVERIES_PER_TICK_MAX, READY_ROUNDS_PER_STEP_MAX, SimConfig
@@ -26,6 +28,7 @@ from hongbao.sim.stats import RunStats
 from hongbao.sim.trace import Trace, node_subject
 
 OutcomeListener = Callable[[SimNode, ReadyOutcome], None]
+TICK_MS = 100  # what one tick is to the PeerGuard's lease clock (only ratios matter)
 
 
 class Cluster:
@@ -81,6 +84,7 @@ class Cluster:
         # The tick each node last heard a leader (or led, or restarted): a replica that
         # may not campaign must stay silent that long before its fallback lets it win.
         self._heard_leader_tick: dict[NodeId, int] = dict.fromkeys(ids, 0)
+        self._guards: dict[NodeId, tuple[int, PeerGuard]] = {}  # node -> (incarnation, guard)
 
     # -- views -----------------------------------------------------------------------------
 
@@ -173,6 +177,29 @@ class Cluster:
                 return
             self._deliver(due)
 
+    def _guard_refusal(self, target: SimNode, message: Message) -> str | None:
+        """Why ``target``'s PeerGuard drops ``message`` (None: stepped). A restarted node
+        gets a fresh guard, as a restarted process does: leases are in memory only."""
+        if not self.config.peer_guard:
+            return None
+        held = self._guards.get(target.node_id)
+        if held is None or held[0] != target.incarnation:
+
+            def cores(shard_id: int, node: SimNode = target) -> RaftCore | None:
+                return node.live_core() if shard_id == 0 else None
+
+            guard = PeerGuard(
+                node_id=target.node_id,
+                cores=cores,
+                election_timeout_ms=self.config.election_timeout_ticks * TICK_MS,
+                refusals=RefusalLog(),
+                clock_ms=lambda: float(self.now * TICK_MS),
+                nodes=frozenset(self.nodes),
+            )
+            held = self._guards[target.node_id] = (target.incarnation, guard)
+        verdict = held[1].check(message.from_, 0, message, chunked=True)
+        return None if verdict is None else f"{verdict.reason.value}: {verdict.detail}"
+
     def _deliver(self, due: Due) -> None:
         message = due.flight.message
         target = self.nodes.get(message.to)
@@ -187,6 +214,13 @@ class Cluster:
         if dropped is None and target is not None:
             self._stats.messages_delivered += 1
             core = target.live_core()
+            refusal = self._guard_refusal(target, message)
+            if refusal is not None:
+                self._stats.messages_refused += 1
+                if self._trace.messages:
+                    self._trace.emit(self.now, "net", "refuse",
+                                     _describe(due.flight) + f" reason={refusal}")
+                return
             if message.type in _FROM_A_LEADER and message.term >= core.term:
                 self._heard_leader_tick[target.node_id] = self.now
             core.step(message)

@@ -105,6 +105,10 @@ class SimConfig:
     heartbeat_interval_ticks: int = 1
     pre_vote: bool = True
     check_quorum: bool = True
+    # Every delivered message passes the nodes' PeerGuard first, as on a real node: the
+    # guard's lease rules drop messages, and only the pair of them shows whether a cluster
+    # still recovers (a follower stranded at a higher term was found by a chaos run).
+    peer_guard: bool = True
     snapshot_interval_entries: int = 24  # a node snapshots after this many applied entries
     compaction_lag_entries_max: int = 4  # entries kept behind a snapshot (drawn per snapshot)
     entries_per_message_max: int = 256  # the core's batching bound; small values split batches
