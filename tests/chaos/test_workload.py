@@ -295,6 +295,9 @@ def test_settle_keeps_a_maybe_against_attempt_local_refusals() -> None:
         "OUTCOME_UNKNOWN",
         "DEADLINE_EXCEEDED",
     )
+    unsent = settle("transfer", None, None, None)  # the deadline passed before any attempt
+    assert (unsent.status, unsent.code) == ("fail", "DEADLINE_EXCEEDED")
+    assert "not sent" in unsent.message
     ok = ledger_pb2.OperationResult(deposit=ledger_pb2.DepositResponse(balance_fen=7))
     assert settle("deposit", ok, None, maybe) == Answer("ok", result={"balance_fen": 7})
     wrong = settle("withdraw", ok, None, None)

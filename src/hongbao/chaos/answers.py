@@ -100,7 +100,11 @@ def settle(
         else:
             answer = Answer("info", message=f"a {which or 'empty'} answer to a {kind}")
     else:
-        answer = failure or Answer("info", message="no attempt was made before the deadline")
+        # No attempt and no failure: the deadline passed before the request was sent, so
+        # it never reached a router and never will take effect (definite, not indeterminate).
+        answer = failure or Answer(
+            "fail", code="DEADLINE_EXCEEDED", message="not sent: the deadline passed first"
+        )
     if maybe is not None and answer.status == "fail" and answer.reason in ATTEMPT_LOCAL:
         note = f"{maybe.message}; then {answer.reason}: {answer.message}"
         return Answer(maybe.status, maybe.code, maybe.reason, note[:MESSAGE_CHARS_MAX])
