@@ -23,6 +23,7 @@ from hongbao.chaos.toxiproxy.listen import bind, resolve
 from hongbao.chaos.toxiproxy.spec import Direction, JsonValue, ToxicSpec
 
 ACCEPT_RETRY_S = 0.1
+ACCEPTS_PER_WAKEUP_MAX = 64  # a burst of clients cannot hold the loop in one callback
 _LinkChange = Callable[[Link], Awaitable[None]]
 
 
@@ -47,7 +48,7 @@ class Proxy:
         self.toxics: list[ToxicSpec] = []
         self.counters = ProxyCounters()
         self._seed = seed
-        self._server: asyncio.Task[None] | None = None
+        self._retry: asyncio.TimerHandle | None = None
         self._listener: socket.socket | None = None
         self._connections: set[Connection] = set()
         self._accepting: set[asyncio.Task[None]] = set()
@@ -56,26 +57,26 @@ class Proxy:
 
     @property
     def enabled(self) -> bool:
-        return self._server is not None
+        return self._listener is not None
 
     async def start(self) -> None:
         """Bind the stored listen text; raises ``ListenError`` with the API's message."""
-        if self._server is not None:
+        if self._listener is not None:
             return
         address = await resolve(self.listen)
         sock = bind(address, self.listen)
         self._listener = sock
-        self._server = asyncio.get_running_loop().create_task(self._accept_loop(sock))
+        self._watch(sock)
         self.listen = address.shown(sock.getsockname()[1])
 
     async def stop(self) -> None:
         """Close the listener and every open connection; the toxics stay."""
-        server, self._server = self._server, None
         listener, self._listener = self._listener, None
-        if server is not None:
-            server.cancel()
-            await asyncio.wait([server])
+        if self._retry is not None:
+            self._retry.cancel()
+            self._retry = None
         if listener is not None:
+            asyncio.get_running_loop().remove_reader(listener.fileno())
             listener.close()
         self.close_connections()
 
@@ -85,21 +86,36 @@ class Proxy:
         for task in list(self._accepting):
             task.cancel()
 
-    async def _accept_loop(self, listener: socket.socket) -> None:
-        """Accept with ``sock_accept`` (not ``asyncio.Server``): stopping cancels this one
-        task, so no socket is ever accepted without an owner that will close it."""
+    # Accepting is a reader callback, not a task awaiting ``sock_accept``: cancelling such a
+    # task just after the kernel handed over a socket, before the task resumed, threw the
+    # cancel in place of the result and dropped that socket unclosed (a ResourceWarning in
+    # CI). A callback accepts and hands each socket to its owner in one synchronous step.
+
+    def _watch(self, listener: socket.socket) -> None:
+        asyncio.get_running_loop().add_reader(listener.fileno(), self._on_readable, listener)
+
+    def _on_readable(self, listener: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        while True:
+        for _ in range(ACCEPTS_PER_WAKEUP_MAX):
             try:
-                client, _ = await loop.sock_accept(listener)
+                client, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError:
-                # EMFILE and the like: back off briefly instead of spinning.
-                await asyncio.sleep(ACCEPT_RETRY_S)
-                continue
+                # EMFILE and the like: stop watching briefly instead of spinning.
+                loop.remove_reader(listener.fileno())
+                self._retry = loop.call_later(ACCEPT_RETRY_S, self._rewatch, listener)
+                return
+            client.setblocking(False)
             self._unwrapped.add(client)
             task = loop.create_task(self._accept(client))
             self._accepting.add(task)
             task.add_done_callback(functools.partial(self._accept_done, client=client))
+
+    def _rewatch(self, listener: socket.socket) -> None:
+        self._retry = None
+        if listener is self._listener:
+            self._watch(listener)
 
     def _accept_done(self, task: asyncio.Task[None], client: socket.socket) -> None:
         """A task cancelled before it ran never wrapped (nor closed) its socket."""
@@ -123,7 +139,7 @@ class Proxy:
             if not await connection.dial(self.upstream):
                 self.counters.dial_failures += 1
                 return
-            if connection not in self._connections or self._server is None:
+            if connection not in self._connections or self._listener is None:
                 return
             connection.start(
                 toxics=list(self.toxics),
@@ -188,4 +204,3 @@ class Proxy:
             "dial_failures": counters.dial_failures,
             **directions,
         }
-
