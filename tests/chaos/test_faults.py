@@ -19,6 +19,7 @@ import pytest
 from toxiproxy import Toxiproxy  # type: ignore[import-untyped]
 
 from hongbao.chaos.faults import FAULT_KINDS, Fault, FaultContext, build_fault, heal_everything
+from hongbao.chaos.faults_net import isolable_leaders
 from hongbao.chaos.net import ChaosNet, ChaosNetError
 from hongbao.chaos.suite import FaultSpec, SuiteError, parse_suite
 from hongbao.chaos.toxiproxy import ThreadedToxiproxy
@@ -501,3 +502,12 @@ def test_region_outage_and_heal_everything(chaos: ChaosCluster) -> None:
     assert [entry.state for entry in state.regions] == [RegionState.ACTIVE] * 3
     caught_up(chaos, 3)
     assert deposit(chaos, "outage-tianjin", "tianjin") == 1
+
+
+def test_isolate_leaders_never_cuts_off_a_majority() -> None:
+    # Shards 4 and 7 were both led by one node when the suite was written; when the fault
+    # came they were led by nodes 3 and 2: isolating both would stop the whole cluster.
+    assert isolable_leaders({4: 3, 7: 2}, node_count=3) == ([3], [7])
+    assert isolable_leaders({4: 2, 7: 2}, node_count=3) == ([2], [])
+    assert isolable_leaders({0: 1, 1: 2, 2: 3, 3: 1}, node_count=5) == ([1, 2], [2])
+    assert isolable_leaders({0: 1}, node_count=1) == ([], [0])

@@ -182,13 +182,41 @@ def isolate_leaders(spec: FaultSpec, params: Params) -> Fault:
             raise ValueError(f"count {count} is over the {shard_count} shards")
         shards = sorted(ctx.rng.sample(range(shard_count), count)) if count else list(chosen)
         leaders = await leaders_of(ctx, shards)
-        nodes = sorted(set(leaders.values()))
-        targets = {"shards": shards, "leaders": {str(s): n for s, n in leaders.items()},
-                   "nodes": nodes}  # fmt: skip
+        nodes, spared = isolable_leaders(leaders, len(ctx.topology.nodes))
+        targets: dict[str, object] = {
+            "shards": shards,
+            "leaders": {str(s): n for s, n in leaders.items()},
+            "nodes": nodes,
+        }
+        if spared:
+            targets["spared"] = {str(s): leaders[s] for s in spared}
         links = ctx.net.links_touching_nodes(nodes)
         return Plan(toxics=both(links), attributes=BLACKHOLE, targets=targets)
 
     return NetFault(spec, plan, reset_at_heal=True)
+
+
+def isolable_leaders(leaders: dict[int, int], node_count: int) -> tuple[list[int], list[int]]:
+    """The nodes to isolate for ``leaders`` (shard -> node), and the shards spared.
+
+    At most a minority of the nodes: leadership moves between faults, so shards whose
+    leaders were once one node can be led by two of three when the fault comes, and
+    isolating those would cut the majority off and stop the whole cluster (that is the
+    partition suites' business; a seed's run found the cluster down for 28 s). Shards are
+    taken in order; one whose leader would exceed the minority is spared and reported.
+    """
+    minority = (node_count - 1) // 2
+    nodes: list[int] = []
+    spared: list[int] = []
+    for shard, node in sorted(leaders.items()):
+        if node in nodes:
+            continue
+        if len(nodes) < minority:
+            nodes.append(node)
+        else:
+            spared.append(shard)
+    spared = [s for s in spared if leaders[s] not in nodes]
+    return sorted(nodes), spared
 
 
 def latency(spec: FaultSpec, params: Params) -> Fault:
