@@ -49,6 +49,8 @@ def batch() -> BatchResult:
         "snapshots",
         "snapshots_created",
         "proposals_dropped",
+        "quiescences",
+        "quiesce_wakes",
     ],
 )
 def test_it_happens(batch: BatchResult, counter: str) -> None:

@@ -51,6 +51,9 @@ class SenderCounts(Protocol):
     @property
     def sent_bytes(self) -> int: ...
 
+    @property
+    def sent_keepalives(self) -> int: ...
+
 
 @final
 class NodeSources:
@@ -109,9 +112,15 @@ class NodeCollector(Collector):
             "Leaders only: log entries the slowest follower lacks",
             labels=["shard"],
         )
+        quiesced = GaugeMetricFamily(
+            "hongbao_shard_quiesced",
+            "1 while the replica's group is quiesced: idle, no heartbeats (raft/quiesce.py)",
+            labels=["shard"],
+        )
         for group_id, replica in replicas:
             shard = shard_label(group_id)
             core = replica.core
+            quiesced.add_metric([shard], 1.0 if core.quiesced else 0.0)
             current = core.role
             for each in ROLES:
                 role.add_metric([shard, each.value], 1.0 if each is current else 0.0)
@@ -124,7 +133,7 @@ class NodeCollector(Collector):
                 lag = _slowest_follower_lag(replica)
                 if lag is not None:
                     follower_lag.add_metric([shard], float(lag))
-        yield from (role, term, commit, applied, apply_lag, follower_lag)
+        yield from (role, term, commit, applied, apply_lag, follower_lag, quiesced)
 
     def _shard_counters(self, replicas: list[tuple[int, ShardReplica]]) -> Iterator[Metric]:
         families = (
@@ -153,12 +162,18 @@ class NodeCollector(Collector):
             "Raft batch bytes received from the peer",
             labels=["peer"],
         )
+        keepalives = CounterMetricFamily(
+            "hongbao_peer_keepalives_sent",
+            "Empty batches sent to the peer as node-level keepalives (node/liveness.py)",
+            labels=["peer"],
+        )
         for peer_id, sender in senders:
             reconnects.add_metric([str(peer_id)], float(sender.reconnects))
             sent.add_metric([str(peer_id)], float(sender.sent_bytes))
+            keepalives.add_metric([str(peer_id)], float(sender.sent_keepalives))
         for peer_id in sorted(set(received) | {p for p, _ in senders}):
             got.add_metric([str(peer_id)], float(received.get(peer_id, 0)))
-        yield from (reconnects, sent, got)
+        yield from (reconnects, sent, got, keepalives)
 
 
 def region_state_family(states: Mapping[str, RegionState]) -> GaugeMetricFamily:

@@ -170,6 +170,7 @@ def message_to_proto(message: Message) -> raft_pb2.Message:
         reject_hint=message.reject_hint,
         snapshot=None if snapshot is None else snapshot_to_proto(snapshot),
         context=message.context,
+        quiesce=message.quiesce,
     )
     # Appending in place is a third faster than building a list of Entry messages.
     add_entry = pb.entries.add
@@ -203,6 +204,7 @@ def message_from_proto(pb: raft_pb2.Message) -> Message:
         reject_hint=pb.reject_hint,
         snapshot=snapshot_from_proto(pb.snapshot) if pb.HasField("snapshot") else None,
         context=pb.context,
+        quiesce=pb.quiesce,
     )
 
 

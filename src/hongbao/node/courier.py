@@ -14,7 +14,9 @@ Idle cost: an outbox changes only when its shard applies an entry (or installs a
 snapshot), so a shard whose outbox was found empty at applied index i is not read again
 until its applied index moves past i. A sweep every ``sweep_interval_ms`` reads every led
 shard anyway, as a backstop. An idle node no longer reads every led shard's outbox every
-round (at 96 shards that was thousands of LMDB reads a second, for nothing).
+round (at 96 shards that was thousands of LMDB reads a second, for nothing), and a round
+in which no group of the node applied anything since the last one stops at once, sweeps
+aside (an installed snapshot is found by the next sweep).
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class Courier:
         self._last_expire_ms: dict[int, int] = {}
         self._empty_at: dict[int, int] = {}  # shard -> applied index its outbox was empty at
         self._last_sweep_ms = 0
+        self._applied_total_seen = -1  # the runtime's entries_applied at the last round
         self.outbox_reads = 0  # rounds that read an outbox (the idle cost: few)
         self.delivered_entries = 0
         self.failed_rounds = 0
@@ -91,6 +94,10 @@ class Courier:
         sweep = now_ms - self._last_sweep_ms >= self.limits.sweep_interval_ms
         if sweep:
             self._last_sweep_ms = now_ms
+        applied_total = self.runtime.stats["entries_applied"]
+        if not sweep and applied_total == self._applied_total_seen:
+            return  # no group applied anything: no outbox changed (idle cost)
+        self._applied_total_seen = applied_total
         for shard_id, replica in sorted(self.runtime.replicas.items()):
             if not replica.is_leader:
                 self._empty_at.pop(shard_id, None)

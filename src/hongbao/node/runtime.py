@@ -25,7 +25,6 @@ snapshot sends and installs, transfers received and slow fsyncs are logged as ev
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -46,6 +45,7 @@ from hongbao.meta.state import ClusterState, SetRegion
 from hongbao.node import bugs, snapshots
 from hongbao.node.cluster_guard import cluster_id_of
 from hongbao.node.errors import ErrorReason, HongbaoError, LeaderHint, make_error
+from hongbao.node.liveness import PeerLiveness
 from hongbao.node.peer_guard import RefusalLog, step_checked
 from hongbao.node.replica import InflightEntry, PendingCommand, PendingRead, ShardReplica
 from hongbao.node.runtime_limits import RuntimeLimits as RuntimeLimits  # re-exported
@@ -59,6 +59,9 @@ from hongbao.raft.types import ConfState, EntryType, Message, MessageType, NodeI
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+# A keepalive every this many heartbeat intervals (a third of the default election
+# timeout, the liveness timeout): several chances to arrive before a peer counts as silent.
+KEEPALIVE_HEARTBEATS = 2
 SendFunction = Callable[[int, int, Message], None]  # (to node, shard, message)
 
 
@@ -84,6 +87,21 @@ class NodeRuntime:
         self.cluster_id = cluster_id if cluster_id is not None else cluster_id_of(topology)
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.tick_s = topology.timing.tick_ms / 1000
+        timing = topology.timing
+        # A keepalive every KEEPALIVE_HEARTBEATS heartbeat intervals; a peer silent for an
+        # election timeout wakes the quiesced groups that need it (hongbao.node.liveness).
+        self.liveness = PeerLiveness(
+            node_id=node_id,
+            peers=[spec.node_id for spec in topology.nodes],
+            timeout_ms=timing.election_timeout_ticks * timing.tick_ms,
+        )
+        self.idle = False  # the last cycle found every group quiesced and nothing to do
+        self._idle_wakeup_s = timing.election_timeout_ticks * timing.tick_ms / 1000 / 3
+        self.keepalive_interval_s: float | None = (
+            KEEPALIVE_HEARTBEATS * timing.heartbeat_interval_ticks * timing.tick_ms / 1000
+            if self.limits.quiesce_groups
+            else None
+        )
         self.replicas: dict[int, ShardReplica] = {}
         self.send: SendFunction = lambda to, shard, message: None
         self._inbound: deque[tuple[int, Message]] = deque()
@@ -140,6 +158,7 @@ class NodeRuntime:
             heartbeat_interval_ticks=timing.heartbeat_interval_ticks,
             applied_index=applied,
             committed_bytes_per_ready_max=self.limits.committed_bytes_per_cycle_max,
+            quiesce=bool(self.limits.quiesce_groups),
         )
         seed = self._rng_seed(shard_id)
         core = RaftCore(config, log_storage, random.Random(seed))
@@ -157,10 +176,16 @@ class NodeRuntime:
         next_tick = loop.time() + self.tick_s
         self._campaign_home_shards()
         while not self._stopping:
-            timeout = max(0.0, next_tick - loop.time())
             if not self._wakeup.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), timeout)
+                # A timer handle, not wait_for: that costs a task per cycle (idle cost).
+                # Every group quiesced: their timers stand still, so wake only to check
+                # liveness (or for work), not every tick.
+                wake_at = next_tick
+                if self.idle:
+                    wake_at = max(next_tick, loop.time() + self._idle_wakeup_s)
+                timer = loop.call_at(wake_at, self._wakeup.set)
+                await self._wakeup.wait()
+                timer.cancel()
             self._wakeup.clear()
             ticks = 0
             now = loop.time()
@@ -221,6 +246,13 @@ class NodeRuntime:
         self._inbound.append((shard_id, message))
         self._wakeup.set()
 
+    def heard(self, peer_id: int) -> None:
+        """A batch (a keepalive included) arrived from ``peer_id``: it is live."""
+        self.liveness.heard(peer_id, time.monotonic() * 1000)
+
+    def quiesced_groups(self) -> int:
+        return sum(1 for replica in self.groups.values() if replica.core.quiesced)
+
     def unreachable(self, peer_id: int) -> None:
         for replica in self.groups.values():
             replica.core.report_unreachable(NodeId(peer_id))
@@ -241,18 +273,28 @@ class NodeRuntime:
 
     def _cycle(self, ticks: int) -> None:
         self.stats["cycles"] += 1
-        self._step_inbound()
+        stepped = self._step_inbound()
         for _ in range(ticks):
             for replica in self.groups.values():
                 replica.core.tick()
-        for replica in self.groups.values():
+        if ticks:
+            self.liveness.refresh(time.monotonic() * 1000)
+            self.liveness.wake_all_stranded(replica.core for replica in self.groups.values())
+        # An idle group (quiesced, nothing queued: raft/quiesce.py) with no client work and
+        # no message stepped this cycle has no Ready: an idle node's cycle passes over it.
+        active = [
+            replica
+            for replica in self.groups.values()
+            if not replica.core.idle
+            or replica.pending
+            or replica.reads_unsent
+            or replica.shard_id in stepped
+        ]
+        self.idle = not active and not self._inbound
+        for replica in active:
             self._propose_pending(replica)
             self._start_reads(replica)
-        readies = [
-            (replica, replica.core.ready())
-            for replica in self.groups.values()
-            if replica.core.has_ready()
-        ]
+        readies = [(r, r.core.ready()) for r in active if r.core.has_ready()]
         if not readies:
             return
         applied = self._persist_and_apply(readies)
@@ -267,9 +309,12 @@ class NodeRuntime:
             self._log_leader_change(replica)
         self._maybe_snapshot()
 
-    def _step_inbound(self) -> None:
+    def _step_inbound(self) -> set[int]:
+        """Step the messages that arrived (up to a bound); returns the groups stepped."""
+        stepped: set[int] = set()
         for _ in range(min(len(self._inbound), self.limits.inbound_per_cycle_max)):
             shard_id, message = self._inbound.popleft()
+            stepped.add(shard_id)
             if message.type is MessageType.TIMEOUT_NOW:
                 event(log, "transfer_received", f"shard {shard_id}: node {message.from_} hands"
                       " its leadership here", shard=shard_id, term=message.term,
@@ -277,6 +322,7 @@ class NodeRuntime:
             step_checked(self.groups[shard_id].core, shard_id, message, self.refusals)
         if self._inbound:
             self._wakeup.set()  # more next cycle
+        return stepped
 
     # -- proposals -----------------------------------------------------------------------
 
@@ -368,8 +414,7 @@ class NodeRuntime:
             # ever apply it here. Say "maybe" (pitfall 16): a retry finds out.
             error = make_error(
                 ErrorReason.OUTCOME_UNKNOWN,
-                "leadership changed before the command committed; retry with the same"
-                " request id",
+                "leadership changed before the command committed; retry with the same request id",
                 shard_id=replica.shard_id,
             )
             for future in replaced.futures:

@@ -39,6 +39,9 @@ class RuntimeLimits:
     # A durable write (commit and fdatasync of one batch) slower than this is logged at
     # warning with its milliseconds: slow disks are named, not guessed (etcd warns at 100).
     slow_fsync_ms: int = 100
+    # 1: an idle, fully replicated group stops heartbeating (hongbao.raft.quiesce) and the
+    # nodes' keepalives (hongbao.node.liveness) stand in; 0: every group heartbeats always.
+    quiesce_groups: int = 1
 
 
 _COUNT_MAX = 10_000_000  # above this a queue or a log tail is a memory problem, not a limit
@@ -55,6 +58,7 @@ RUNTIME_LIMIT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
         "trailing_entries": (0, _COUNT_MAX),
         "committed_bytes_per_cycle_max": (1 << 10, 1 << 30),
         "slow_fsync_ms": (1, 60_000),
+        "quiesce_groups": (0, 1),
     }
 )
 invariant(

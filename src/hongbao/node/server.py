@@ -131,6 +131,7 @@ class Transport:
                 cluster_id=cluster_id,
                 limits=limits,
                 events=runtime,
+                keepalive_interval_s=runtime.keepalive_interval_s,
             )
             for peer in sorted(peers)
         }
@@ -198,11 +199,10 @@ class NodeServer:
             credentials=dial,
         )
         self.refusals = self.runtime.refusals  # refused peer messages, by reason and sender
-        timing = topology.timing
         self.guard = PeerGuard(
             node_id=node_id,
             cores=lambda shard_id: _core_of(self.runtime, shard_id),
-            election_timeout_ms=timing.tick_ms * timing.election_timeout_ticks,
+            election_timeout_ms=int(self.runtime.liveness.timeout_ms),  # an election timeout
             refusals=self.refusals,
             nodes=frozenset(int(spec.node_id) for spec in topology.nodes),
         )

@@ -79,6 +79,8 @@ class TransportEvents(Protocol):
 
     def unreachable(self, peer_id: int) -> None: ...
 
+    def heard(self, peer_id: int) -> None: ...
+
     def snapshot_done(self, shard_id: int, peer_id: int, *, ok: bool) -> None: ...
 
 
@@ -96,9 +98,14 @@ class PeerSender:
         cluster_id: str,
         limits: TransportLimits,
         events: TransportEvents,
+        keepalive_interval_s: float | None = None,
     ) -> None:
         self.node_id = node_id
         self.peer_id = peer_id
+        # An empty batch after this long without one: the peer's node-level liveness of
+        # us (hongbao.node.liveness), which quiesced groups rely on. None: no keepalives.
+        self.keepalive_interval_s = keepalive_interval_s
+        self.sent_keepalives = 0
         self.address = address
         self.cluster_id = cluster_id
         self.limits = limits
@@ -185,10 +192,20 @@ class PeerSender:
                 self.events.snapshot_done(chunk_ack.shard_id, self.peer_id, ok=False)
 
     async def _batches(self) -> AsyncIterator[peer_pb2.RaftBatch]:
+        loop = asyncio.get_running_loop()
         while True:
             if not self._queue:
                 self._wakeup.clear()
-                await self._wakeup.wait()
+                if self.keepalive_interval_s is None:
+                    await self._wakeup.wait()
+                else:
+                    timer = loop.call_later(self.keepalive_interval_s, self._wakeup.set)
+                    await self._wakeup.wait()
+                    timer.cancel()
+                    if not self._queue:
+                        self.sent_keepalives += 1
+                        yield self._batch((), ())
+                        continue
             messages, snapshots = self._take_batch()
             if messages:
                 yield self._batch(messages, ())
@@ -375,6 +392,7 @@ class PeerServicer(peer_pb2_grpc.PeerServicer):
                 if slot.superseded:
                     return  # a newer stream of that node took over after this one went idle
                 slot.touch()
+                self.events.heard(sender)
                 self.received_bytes[sender] = self.received_bytes.get(sender, 0) + batch.ByteSize()
                 self._deliver_messages(sender, batch)
                 acks = [

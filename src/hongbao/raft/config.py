@@ -52,6 +52,9 @@ class RaftConfig:
     # replica still campaigns after this many consecutive election timeouts without hearing
     # any leader: it may be the only replica able to lead (liveness beats placement).
     campaign_fallback_timeouts: int = 3
+    # Quiescence (CockroachDB): an idle, fully replicated group stops heartbeating; the
+    # runtime's node-level liveness wakes it when a node it depends on falls silent.
+    quiesce: bool = False
     bugs: DeliberateBugs = field(default_factory=DeliberateBugs)
 
     def validate(self) -> None:

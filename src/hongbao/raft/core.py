@@ -22,6 +22,7 @@ from hongbao.raft.core_state import MT, CoreState, PeerStatus, Status
 from hongbao.raft.election import Elections, _Campaign, _VoteResult
 from hongbao.raft.errors import NotLeader, ProposalDropped
 from hongbao.raft.progress import Progress, ProgressState
+from hongbao.raft.quiesce import Quiescence
 from hongbao.raft.read_path import ReadPath
 from hongbao.raft.storage import Compacted
 from hongbao.raft.types import (
@@ -41,13 +42,15 @@ from hongbao.raft.types import (
 __all__ = ["CoreState", "PeerStatus", "RaftCore", "Status"]
 
 
-class RaftCore(Elections, ReadPath):
+class RaftCore(Quiescence, Elections, ReadPath):
     """One replica of one Raft group. Single-threaded: the runtime serialises all calls."""
 
     # -- public API: inputs --------------------------------------------------------------
 
     def tick(self) -> None:
         self._ticks_total += 1
+        if self._quiesced:
+            return  # quiesce.py: the runtime's node liveness stands in for the timers
         if self.role is Role.LEADER:
             self._tick_heartbeat()
         else:
@@ -59,9 +62,12 @@ class RaftCore(Elections, ReadPath):
             fail(f"{message.type} is not a wire message")
         if message.to != self.node_id:
             return
+        if self._quiesced and not self._keeps_quiet(message):
+            self._wake()
         self._step(message)
 
     def campaign(self) -> None:
+        self._wake()
         self._step(Message(MT.HUP, from_=self.node_id))
 
     def propose(self, data: bytes) -> tuple[LogIndex, Term]:
@@ -69,6 +75,7 @@ class RaftCore(Elections, ReadPath):
 
         Raises :class:`NotLeader` or :class:`ProposalDropped`; nothing was appended then.
         """
+        self._wake()
         self._check_can_propose()
         entry = Entry(term=self.term, index=self._log.last_index() + 1, data=data)
         size = len(data)
@@ -83,6 +90,7 @@ class RaftCore(Elections, ReadPath):
 
     def propose_conf_change(self, change: ConfChange) -> tuple[LogIndex, Term]:
         """Propose one membership change (raft-pitfalls 23: one at a time)."""
+        self._wake()
         self._check_can_propose()
         if self._conf.last_change_index > self._log.committed:
             raise ProposalDropped("a membership change is still uncommitted", self.leader_id)
@@ -102,6 +110,7 @@ class RaftCore(Elections, ReadPath):
         return entry.index, entry.term
 
     def transfer_leadership(self, target: NodeId) -> None:
+        self._wake()
         if self.role is not Role.LEADER:
             raise NotLeader("only the leader can transfer leadership", self.leader_id)
         if target not in self.conf_state.voters:
@@ -109,6 +118,7 @@ class RaftCore(Elections, ReadPath):
         self._handle_transfer_leader(target)
 
     def report_unreachable(self, peer: NodeId) -> None:
+        self._wake()
         progress = self._progress.get(peer)
         if self.role is not Role.LEADER or progress is None:
             return
@@ -116,6 +126,7 @@ class RaftCore(Elections, ReadPath):
             progress.become_probe()
 
     def report_snapshot(self, peer: NodeId, *, ok: bool) -> None:
+        self._wake()
         progress = self._progress.get(peer)
         if self.role is not Role.LEADER or progress is None:
             return
@@ -131,6 +142,8 @@ class RaftCore(Elections, ReadPath):
 
     def has_ready(self) -> bool:
         invariant(not self._ready_outstanding, "has_ready() while a Ready is outstanding")
+        if self.idle:
+            return False  # the fast path of an idle node's every cycle (quiesce.py)
         return bool(
             self._messages
             or self._broadcast_pending
@@ -217,7 +230,10 @@ class RaftCore(Elections, ReadPath):
         self._expire_snapshot_sends()
         if self._heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks:
             self._heartbeat_elapsed_ticks = 0
-            self._step(Message(MT.BEAT, from_=self.node_id))
+            if self._may_quiesce():
+                self._quiesce_leader()
+            else:
+                self._step(Message(MT.BEAT, from_=self.node_id))
 
     def _expire_snapshot_sends(self) -> None:
         """A snapshot whose outcome was never reported is presumed lost after a while."""
@@ -328,6 +344,8 @@ class RaftCore(Elections, ReadPath):
     def _handle_heartbeat(self, m: Message) -> None:
         self._log.commit_to(m.commit)
         self._send(MT.HEARTBEAT_RESP, to=m.from_, context=m.context)
+        if m.quiesce:
+            self._quiesce_follower(m)
 
     def _handle_snapshot(self, m: Message) -> None:
         snapshot = m.snapshot

@@ -96,6 +96,9 @@ class CoreState:
         # Times the transfer alone: sharing the CheckQuorum counter would let a stream of
         # transfer requests keep an isolated leader from ever stepping down (pitfall 8).
         self._transfer_elapsed_ticks = 0
+        # Quiescence (raft/quiesce.py): an idle group's timers stand still.
+        self._quiesced = False
+        self._heard_since_wake: set[NodeId] = set()  # voters answering since the last wake
         self._uncommitted_bytes = 0
         self._read_only = ReadOnly(config.pending_reads_max)
         self._reads_before_commit: list[Message] = []
@@ -195,6 +198,8 @@ class CoreState:
         self._reset_randomized_election_timeout()
         self._leader_transferee = NONE
         self._transfer_elapsed_ticks = 0
+        self._quiesced = False
+        self._heard_since_wake = set()
         self._votes = {}
         self._heard_at_tick = {}
         self._uncommitted_bytes = 0
@@ -244,6 +249,12 @@ class CoreState:
     def _broadcast_heartbeat(self, context: bytes) -> None:
         raise NotImplementedError
 
+    def _wake(self) -> None:
+        raise NotImplementedError
+
+    def quorum_active(self) -> bool:
+        raise NotImplementedError
+
     # -- sending -------------------------------------------------------------------------
 
     def _send(
@@ -261,6 +272,7 @@ class CoreState:
         reject_hint: LogIndex = 0,
         snapshot: Snapshot | None = None,
         context: bytes = b"",
+        quiesce: bool = False,
     ) -> None:
         if to == self.node_id:
             fail(f"node {self.node_id} sending {type_} to itself")
@@ -279,5 +291,6 @@ class CoreState:
                 reject_hint=reject_hint,
                 snapshot=snapshot,
                 context=context,
+                quiesce=quiesce,
             )
         )

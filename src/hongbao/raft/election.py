@@ -71,6 +71,8 @@ class Elections(CoreState):
         """
         if self.role is not Role.LEADER:
             return False
+        if self._quiesced:
+            return True  # the runtime wakes a quiesced leader that hears no quorum of nodes
         voters = self.conf_state.voters
         window_ticks = self.config.election_timeout_ticks
         heard = sum(
@@ -87,6 +89,7 @@ class Elections(CoreState):
     def _heard_from_voter(self, node: NodeId) -> None:
         """A leader got a response of its own term from ``node`` (see quorum_active)."""
         self._heard_at_tick[node] = self._ticks_total
+        self._heard_since_wake.add(node)
 
     def _heard_from_leader(self) -> None:
         self._timeouts_without_leader = 0

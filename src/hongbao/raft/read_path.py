@@ -24,6 +24,7 @@ class ReadPath(CoreState):
         """Start a linearizable read; the answer comes as a ReadState in a later Ready."""
         if not context:
             raise ValueError("a read needs a non-empty context to be recognised by")
+        self._wake()  # a read needs a heartbeat round
         if self.role is Role.LEADER:
             if self._reads_full():
                 raise ProposalDropped("too many pending reads", self.leader_id)

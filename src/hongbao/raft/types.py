@@ -139,7 +139,8 @@ class Message:
     leader's commit index. APP_RESP: ``index`` is the last index the follower matches, or
     with ``reject`` the rejected ``index`` plus a hint (``reject_hint``, ``log_term``) that
     lets the leader skip back a term at a time. VOTE/PRE_VOTE: ``index``/``log_term`` are
-    the candidate's last entry. HEARTBEAT: ``commit`` is min(follower match, commit).
+    the candidate's last entry. HEARTBEAT: ``commit`` is min(follower match, commit);
+    ``quiesce`` says the leader stops heartbeating this idle group (``raft/quiesce.py``).
     ``context`` carries a ReadIndex request id or the campaign kind.
     """
 
@@ -155,6 +156,7 @@ class Message:
     reject_hint: LogIndex = 0
     snapshot: Snapshot | None = None
     context: bytes = b""
+    quiesce: bool = False
 
     @property
     def size_bytes(self) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 
+from hongbao.node.liveness import PeerLiveness
 from hongbao.node.peer_guard import PeerGuard, RefusalLog
 from hongbao.raft.config import RaftConfig
 from hongbao.raft.core import RaftCore
@@ -60,6 +61,7 @@ class Cluster:
             entries_per_message_max=config.entries_per_message_max,
             inflight_messages_max=config.inflight_messages_max,
             pending_reads_max=config.pending_reads_max,
+            quiesce=config.quiesce,
             bugs=config.bugs,
         )
         voters = ids[: config.bootstrap_voters] if config.bootstrap_voters else ids
@@ -85,6 +87,8 @@ class Cluster:
         # may not campaign must stay silent that long before its fallback lets it win.
         self._heard_leader_tick: dict[NodeId, int] = dict.fromkeys(ids, 0)
         self._guards: dict[NodeId, tuple[int, PeerGuard]] = {}  # node -> (incarnation, guard)
+        self._liveness: dict[NodeId, tuple[int, PeerLiveness]] = {}  # as _guards
+        self._quiesced: set[NodeId] = set()  # nodes whose core was quiesced when last seen
 
     # -- views -----------------------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class Cluster:
         self._stats.ticks += 1
         for node in self.live_nodes():
             node.live_core().tick()
+            self._watch_liveness(node)
             self.settle(node)
         self._deliver_due()
         self._report_overflow()
@@ -157,6 +162,32 @@ class Cluster:
                 self.crash(node.node_id, at=outcome.crashed_at.value)
                 return
         self._observe(node)
+
+    def _watch_liveness(self, node: SimNode) -> None:
+        """The node-level failure detector quiesced groups rely on (node/liveness.py): a
+        node hears every other node that is up over an open link, and a quiesced core
+        whose leader's node (or quorum of nodes) it has not heard for an election timeout
+        is woken. A restarted node gets a fresh detector, as a restarted process does."""
+        if not self.config.quiesce:
+            return
+        held = self._liveness.get(node.node_id)
+        if held is None or held[0] != node.incarnation:
+            liveness = PeerLiveness(
+                node_id=node.node_id,
+                peers=self.nodes,
+                timeout_ms=self.config.election_timeout_ticks * TICK_MS,
+            )
+            held = self._liveness[node.node_id] = (node.incarnation, liveness)
+        liveness = held[1]
+        now_ms = self.now * TICK_MS
+        for other in self.live_nodes():
+            if other is not node and not self.network.is_blocked((other.node_id, node.node_id)):
+                liveness.heard(other.node_id, now_ms)
+        liveness.refresh(now_ms)
+        if liveness.wake_if_stranded(node.live_core()):
+            self._stats.quiesce_wakes += 1
+            self._trace.emit(self.now, node_subject(node.node_id), "wake",
+                             "silent=" + ",".join(str(n) for n in sorted(liveness.silent)))
 
     def _down_count(self) -> int:
         return sum(1 for node in self.nodes.values() if not node.alive)
@@ -298,6 +329,14 @@ class Cluster:
             return
         node_id = node.node_id
         is_leader = core.role is Role.LEADER
+        if core.quiesced != (node_id in self._quiesced):
+            if core.quiesced:
+                self._quiesced.add(node_id)
+                self._stats.quiescences += 1
+                self._trace.emit(self.now, node_subject(node_id), "quiesce",
+                                 f"term={core.term} commit={core.commit_index}")
+            else:
+                self._quiesced.discard(node_id)
         if self.checker.on_role(node_id, term=core.term, is_leader=is_leader,
                                 log=node.disk.volatile):
             self._stats.elections += 1

@@ -109,6 +109,9 @@ class SimConfig:
     # guard's lease rules drop messages, and only the pair of them shows whether a cluster
     # still recovers (a follower stranded at a higher term was found by a chaos run).
     peer_guard: bool = True
+    # Idle groups quiesce (raft/quiesce.py) and a node-level failure detector wakes them
+    # (node/liveness.py: here a node hears another while it is up and the link is open).
+    quiesce: bool = True
     snapshot_interval_entries: int = 24  # a node snapshots after this many applied entries
     compaction_lag_entries_max: int = 4  # entries kept behind a snapshot (drawn per snapshot)
     entries_per_message_max: int = 256  # the core's batching bound; small values split batches

@@ -42,6 +42,8 @@ class RunStats:
     messages_lost: int = 0  # random loss
     messages_blocked: int = 0  # dropped by a partition or a crashed destination
     messages_refused: int = 0  # dropped by the receiver's PeerGuard (config.peer_guard)
+    quiescences: int = 0  # a core went quiet (config.quiesce)
+    quiesce_wakes: int = 0  # a quiesced core woken because a node it needs fell silent
     messages_duplicated: int = 0
     messages_reordered: int = 0  # delivered before a message sent earlier on the same link
     messages_delayed: int = 0  # given extra (jitter or clog) delay

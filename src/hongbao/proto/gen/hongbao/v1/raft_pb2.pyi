@@ -106,7 +106,7 @@ class Snapshot(_message.Message):
     def __init__(self, meta: _Optional[_Union[SnapshotMeta, _Mapping]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Message(_message.Message):
-    __slots__ = ("type", "to", "from_", "term", "log_term", "index", "entries", "commit", "reject", "reject_hint", "snapshot", "context")
+    __slots__ = ("type", "to", "from_", "term", "log_term", "index", "entries", "commit", "reject", "reject_hint", "snapshot", "context", "quiesce")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TO_FIELD_NUMBER: _ClassVar[int]
     FROM__FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class Message(_message.Message):
     REJECT_HINT_FIELD_NUMBER: _ClassVar[int]
     SNAPSHOT_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    QUIESCE_FIELD_NUMBER: _ClassVar[int]
     type: MessageType
     to: int
     from_: int
@@ -131,4 +132,5 @@ class Message(_message.Message):
     reject_hint: int
     snapshot: Snapshot
     context: bytes
-    def __init__(self, type: _Optional[_Union[MessageType, str]] = ..., to: _Optional[int] = ..., from_: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., context: _Optional[bytes] = ...) -> None: ...
+    quiesce: bool
+    def __init__(self, type: _Optional[_Union[MessageType, str]] = ..., to: _Optional[int] = ..., from_: _Optional[int] = ..., term: _Optional[int] = ..., log_term: _Optional[int] = ..., index: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[Entry, _Mapping]]] = ..., commit: _Optional[int] = ..., reject: _Optional[bool] = ..., reject_hint: _Optional[int] = ..., snapshot: _Optional[_Union[Snapshot, _Mapping]] = ..., context: _Optional[bytes] = ..., quiesce: _Optional[bool] = ...) -> None: ...
