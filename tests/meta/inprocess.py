@@ -45,6 +45,7 @@ class Net:
         def send(to: int, group_id: int, message: Message) -> None:
             if sender in self.cut or to in self.cut or to not in self.runtimes:
                 return
+            self.runtimes[to].heard(sender)  # as the transport does for every batch
             self.runtimes[to].deliver(group_id, message)
 
         return send

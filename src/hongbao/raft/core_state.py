@@ -249,7 +249,7 @@ class CoreState:
     def _broadcast_heartbeat(self, context: bytes) -> None:
         raise NotImplementedError
 
-    def _wake(self) -> None:
+    def _wake(self, *, assume_heard: bool = True) -> None:
         raise NotImplementedError
 
     def quorum_active(self) -> bool:

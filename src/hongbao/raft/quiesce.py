@@ -59,20 +59,29 @@ class Quiescence(CoreState):
         )
 
     def unquiesce(self) -> None:
-        """Run the timers again: the runtime's liveness lost a node this group depends on."""
-        self._wake()
+        """Run the timers again: the runtime's liveness lost a node this group depends on.
 
-    def _wake(self) -> None:
+        A leader woken so assumes nothing of its followers: it has not heard a quorum of
+        their nodes, so it refuses work at once (quorum_active) and CheckQuorum deposes it
+        after one election timeout unless they answer.
+        """
+        self._wake(assume_heard=False)
+
+    def _wake(self, *, assume_heard: bool = True) -> None:
+        """Leave quiescence. ``assume_heard``: woken for work (a proposal, a message), not
+        because nodes fell silent, so the followers count as heard (see below)."""
         if not self._quiesced:
             return
         self._quiesced = False
         if self.role is Role.LEADER:
             # The runtime kept this group quiet only while it heard a quorum of its voters'
-            # nodes: count them as heard now, and give CheckQuorum a full window to confirm.
+            # nodes: when woken for work, count them as heard now, and give CheckQuorum a
+            # full window to confirm it.
             for node, progress in self._progress.items():
                 if node != self.node_id:
-                    progress.recent_active = True
-                    self._heard_at_tick[node] = self._ticks_total
+                    progress.recent_active = assume_heard
+                    if assume_heard:
+                        self._heard_at_tick[node] = self._ticks_total
             self._election_elapsed_ticks = 0
             self._heartbeat_elapsed_ticks = self.config.heartbeat_interval_ticks  # beat soon
             # Those were assumptions: quiescing again takes a quorum truly heard since now
