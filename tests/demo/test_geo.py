@@ -260,10 +260,11 @@ def test_ctrl_c_stops_every_process_and_proxy() -> None:
         running = session_processes(child.pid)
         assert len(running) >= 7, running  # the demo, 3 nodes, 3 routers
         os.killpg(child.pid, signal.SIGINT)
-        assert child.wait(INTERRUPT_TIMEOUT_S) == 130
+        returncode = child.wait(INTERRUPT_TIMEOUT_S)
         reader.join(INTERRUPT_TIMEOUT_S)
         while not lines.empty():
             seen.append(lines.get_nowait())
+        assert returncode == 130, "".join(seen[-20:])
         assert "interrupted: the nodes, routers and proxies were stopped" in "".join(seen)
         wait_until(lambda: not session_processes(child.pid), INTERRUPT_TIMEOUT_S,
                    "every process of the demo to end")  # fmt: skip

@@ -27,6 +27,7 @@ INVARIANTS = (
     "election safety, log matching, leader completeness, state machine safety, durability"
 )
 EXIT_INTERRUPTED = 130
+INTERRUPT_GRACE_S = 0.2  # after an error, time for a Ctrl-C that caused it to arrive
 LATENCY_DEFAULT = "configs/geo-latency.toml"
 
 
@@ -80,15 +81,20 @@ def demo(simulated: bool, seed: int, geo: bool, latency_file: str | None, config
     def say(text: str) -> None:
         out.print(f"  [dim]{time.monotonic() - started:5.2f}s[/dim]  {text}")
 
+    # Ctrl-C reaches the nodes and routers (one process group) as it reaches us: on a busy
+    # machine their going away can surface as an error before our KeyboardInterrupt, which
+    # then lands inside the error's handler. Both ways it is an interruption (exit 130).
     try:
-        result = run_live_demo(Path(config_path), say, seed=seed, latency=latency)
+        try:
+            result = run_live_demo(Path(config_path), say, seed=seed, latency=latency)
+        except (RuntimeError, TimeoutError, OSError) as error:
+            time.sleep(INTERRUPT_GRACE_S)  # a pending SIGINT is raised here, if there is one
+            out.print(f"[red]the demo failed[/red]: {error}", markup=True)
+            raise SystemExit(1) from None
     except KeyboardInterrupt:
         stopped = "the nodes, routers and proxies were" if geo else "the nodes and routers were"
         out.print(f"interrupted: {stopped} stopped and their data removed")
         raise SystemExit(EXIT_INTERRUPTED) from None
-    except (RuntimeError, TimeoutError, OSError) as error:
-        out.print(f"[red]the demo failed[/red]: {error}", markup=True)
-        raise SystemExit(1) from None
     if not result.ok:
         raise SystemExit(1)
 
