@@ -11,7 +11,6 @@ break too), and again another node takes over. At the end the cluster is audited
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,13 +21,15 @@ from hongbao.ledger.sharding import shard_for_user
 from hongbao.ops.local import wait_until
 from hongbao.proto.gen.hongbao.v1 import admin_pb2, ledger_pb2
 from tests.cluster.support import Harness, running_cluster, users_per_shard
-from tests.node.test_metrics import by_label, scrape
+from tests.node.test_metrics import by_label, scrape, value
 
 pytestmark = pytest.mark.cluster
 
 QUIET_TIMEOUT_S = 20.0
 FAILOVER_TIMEOUT_S = 20.0
-STABLE_WINDOW_S = 3.0  # ten election timeouts of configs/local.toml
+# Idle cycles come every third of an election timeout: 30 of them are ten election
+# timeouts of configs/local.toml, in which a churning group would elect many times.
+STABLE_CYCLES = 30
 
 
 @pytest.fixture
@@ -71,7 +72,18 @@ def test_an_idle_cluster_quiesces_wakes_for_a_write_and_fails_over(harness: Harn
     terms_before = {
         n: by_label(scrape(url), "hongbao_shard_term", "shard") for n, url in urls.items()
     }
-    time.sleep(STABLE_WINDOW_S)  # the quantity checked is what happens while nothing is sent
+    # Let every node run its own clock through the window: cycles counted, not slept.
+    cycles_before = {
+        n: value(scrape(url), "hongbao_cycle_seconds_count") for n, url in urls.items()
+    }
+    wait_until(
+        lambda: all(
+            value(scrape(url), "hongbao_cycle_seconds_count") >= cycles_before[n] + STABLE_CYCLES
+            for n, url in urls.items()
+        ),
+        QUIET_TIMEOUT_S,
+        f"every node to run {STABLE_CYCLES} more cycles",
+    )
     terms_after = {
         n: by_label(scrape(url), "hongbao_shard_term", "shard") for n, url in urls.items()
     }
