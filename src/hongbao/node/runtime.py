@@ -44,10 +44,11 @@ from hongbao.meta.machine import MetaMachine, MetaResult
 from hongbao.meta.state import ClusterState, SetRegion
 from hongbao.node import bugs, snapshots
 from hongbao.node.cluster_guard import cluster_id_of
-from hongbao.node.errors import ErrorReason, HongbaoError, LeaderHint, make_error
+from hongbao.node.errors import ErrorReason, make_error
 from hongbao.node.liveness import PeerLiveness
 from hongbao.node.peer_guard import RefusalLog, step_checked
 from hongbao.node.replica import InflightEntry, PendingCommand, PendingRead, ShardReplica
+from hongbao.node.runtime_answers import LeaderAnswers, group_name
 from hongbao.node.runtime_limits import RuntimeLimits as RuntimeLimits  # re-exported
 from hongbao.node.state_machine import machine_for
 from hongbao.node.storage import LmdbLogStorage, NodeEnv, WriteBatch
@@ -65,7 +66,7 @@ KEEPALIVE_HEARTBEATS = 2
 SendFunction = Callable[[int, int, Message], None]  # (to node, shard, message)
 
 
-class NodeRuntime:
+class NodeRuntime(LeaderAnswers):
     def __init__(
         self,
         *,
@@ -375,7 +376,7 @@ class NodeRuntime:
         if not replica.core.quorum_active():
             raise make_error(
                 ErrorReason.UNAVAILABLE,
-                f"node {self.node_id} leads {_group_name(replica.shard_id)} but is cut off"
+                f"node {self.node_id} leads {group_name(replica.shard_id)} but is cut off"
                 " from a quorum",
                 shard_id=replica.shard_id,
             )
@@ -556,7 +557,7 @@ class NodeRuntime:
         if seen[0] == 0 or seen == replica.logged_leader:
             return  # no leader known (an election runs): the next one is logged
         replica.logged_leader = seen
-        message = f"{_group_name(replica.shard_id)}: node {seen[0]} leads in term {seen[1]}"
+        message = f"{group_name(replica.shard_id)}: node {seen[0]} leads in term {seen[1]}"
         event(log, "leader_changed", message, shard=replica.shard_id, term=seen[1],
               leader=seen[0])  # fmt: skip
 
@@ -580,59 +581,6 @@ class NodeRuntime:
     def snapshot_now(self, replica: ShardReplica) -> None:
         """Snapshot the group at its applied index and compact the log behind it."""
         snapshots.snapshot_now(self.env, replica, self.limits.trailing_entries)
-
-    # -- helpers -------------------------------------------------------------------------
-
-    def _replica(self, shard_id: int) -> ShardReplica:
-        replica = self.replicas.get(shard_id)
-        if replica is None:
-            raise make_error(
-                ErrorReason.NOT_LEADER,
-                f"shard {shard_id} has no replica on node {self.node_id}",
-                leader_hint=self._hint(shard_id, None),
-                shard_id=shard_id,
-            )
-        return replica
-
-    def dropped_error(self, replica: ShardReplica, dropped: ProposalDropped) -> HongbaoError:
-        """What to tell a client whose command or read the core refused (never logged).
-
-        Refused by this very leader (too many uncommitted bytes or pending reads, or not
-        ready yet): UNAVAILABLE, so the client backs off before trying here again. A
-        NOT_LEADER naming ourselves would send it straight back, attempt after attempt.
-        Refused because leadership is moving (a transfer): NOT_LEADER naming the target.
-        """
-        hint = int(dropped.leader_hint)
-        if replica.is_leader and hint in (0, self.node_id):
-            return make_error(ErrorReason.UNAVAILABLE, str(dropped), shard_id=replica.shard_id)
-        return self.not_leader(replica.shard_id, str(dropped), hint)
-
-    def not_leader(self, shard_id: int, why: str = "", leader_hint: int = 0) -> HongbaoError:
-        """NOT_LEADER, naming the leader to try (a transfer's target while one runs)."""
-        replica = self.groups.get(shard_id)
-        leader = leader_hint or (int(replica.core.leader_id) if replica is not None else 0)
-        message = why or f"node {self.node_id} does not lead {_group_name(shard_id)}"
-        return make_error(
-            ErrorReason.NOT_LEADER,
-            message,
-            leader_hint=self._hint(shard_id, leader),
-            shard_id=shard_id,
-        )
-
-    def _hint(self, shard_id: int, leader: int | None) -> LeaderHint:
-        if leader:
-            return LeaderHint(leader, self.topology.node(leader).address)
-        # No known leader: suggest the shard's home node, where it most likely returns.
-        home = self.topology.home_leader_of(shard_id)
-        return LeaderHint(0, self.topology.node(home).address)
-
-    def leader_of(self, shard_id: int) -> int:
-        replica = self.groups.get(shard_id)
-        return int(replica.core.leader_id) if replica is not None else 0
-
-
-def _group_name(group_id: int) -> str:
-    return "the meta group" if group_id == META_GROUP_ID else f"shard {group_id}"
 
 
 def _ignore(_: float) -> None:
