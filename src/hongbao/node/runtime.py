@@ -251,9 +251,6 @@ class NodeRuntime(LeaderAnswers):
         """A batch (a keepalive included) arrived from ``peer_id``: it is live."""
         self.liveness.heard(peer_id, time.monotonic() * 1000)
 
-    def quiesced_groups(self) -> int:
-        return sum(1 for replica in self.groups.values() if replica.core.quiesced)
-
     def unreachable(self, peer_id: int) -> None:
         for replica in self.groups.values():
             replica.core.report_unreachable(NodeId(peer_id))
