@@ -1,4 +1,4 @@
-"""The simulator over 300 seeds with the default faults: every invariant holds.
+"""The simulator over 250 seeds with the default faults: every invariant holds.
 
 Split into chunks so that a failure names a small range, and so that a parallel runner
 can spread them. ``make sim`` runs 10,000 seeds through the CLI.
@@ -11,7 +11,7 @@ import pytest
 from hongbao.sim import SimConfig
 from hongbao.sim.batch import run_batch
 
-SEEDS_TOTAL = 300
+SEEDS_TOTAL = 250
 CHUNK_SEEDS = 50
 
 
