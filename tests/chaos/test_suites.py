@@ -74,3 +74,16 @@ def test_chaos_run_refuses_a_broken_suite(tmp_path: Path) -> None:
     result = CliRunner().invoke(chaos, ["run", str(bad), "--report", str(tmp_path / "r")])
     assert result.exit_code == 2
     assert "faults[0]" in result.output
+
+
+def test_chaos_run_refuses_a_report_directory_that_holds_another_run(tmp_path: Path) -> None:
+    """Its old history would be judged as this run's, its old cluster data restarted."""
+    report = tmp_path / "used"
+    report.mkdir()
+    (report / "history.jsonl").write_text('{"op_id": 1}\n')
+    result = CliRunner().invoke(
+        chaos, ["run", str(ROOT / "chaos" / "smoke.toml"), "--report", str(report)]
+    )
+    assert result.exit_code == 2
+    assert "is not empty" in result.output
+    assert sorted(p.name for p in report.iterdir()) == ["history.jsonl"]  # nothing started

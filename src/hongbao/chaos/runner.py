@@ -114,6 +114,10 @@ async def run_suite(options: RunOptions, say: Say = print) -> RunOutcome:
     seed = options.seed if options.seed is not None else random.SystemRandom().randint(1, SEED_MAX)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     report_dir = options.report_dir or Path("chaos-reports") / f"{suite.name}-{seed}-{stamp}"
+    if report_dir.is_dir() and any(report_dir.iterdir()):
+        # An old history would be read as part of this run, and an old cluster directory
+        # would start this run's nodes on another run's data: never mix two runs.
+        raise ValueError(f"report directory {report_dir} is not empty: give a new or empty one")
     report_dir.mkdir(parents=True, exist_ok=True)
     template = _config_path(suite)
     config_path = write_topology(report_dir / "topology.toml", template=template)
