@@ -160,3 +160,60 @@ def test_no_result_before_the_deadline_is_outcome_unknown(
 
     results = asyncio.run(scenario())
     assert [reason(r) for r in results] == [ErrorReason.OUTCOME_UNKNOWN] * 3
+
+
+def test_grabs_the_applied_state_decides_are_answered_without_a_log_entry(
+    tmp_path: Path,
+) -> None:
+    """An empty envelope, a second grab by the same user: the leader answers from its
+    applied state (counted), proposes nothing, and a retry of the grab that took the share
+    still gets its receipt through the log."""
+    setup = [
+        op(deposit=ledger_pb2.DepositRequest(request_id="d1", user_id="alice", amount_fen=500)),
+        op(send=ledger_pb2.SendRequest(request_id="s1", sender_user_id="alice",
+           kind=ledger_pb2.ENVELOPE_KIND_LUCKY, total_fen=100, count=1)),
+    ]  # fmt: skip
+
+    def grab(request_id: str, user: str, envelope_id: str) -> ledger_pb2.Operation:
+        return op(grab=ledger_pb2.GrabRequest(
+            request_id=request_id, envelope_id=envelope_id, user_id=user))  # fmt: skip
+
+    async def scenario() -> tuple[list[ledger_pb2.OperationResult], int, int, bool]:
+        h = Harness(tmp_path, ONE_NODE)
+        try:
+            await h.elect()
+            batch = servicer(h)
+
+            async def execute(operations: list[ledger_pb2.Operation]) -> Any:
+                request = ledger_pb2.ExecuteRequest(operations=operations)
+                call = asyncio.ensure_future(batch.Execute(request, FakeContext()))  # type: ignore[arg-type]
+                return await run_to_end(h, call)
+
+            sent = (await execute(setup)).results[1].send.envelope_id
+            await execute([grab("g1", "bob", sent)])  # takes the only share
+            replica = h.runtime.replicas[0]
+            proposed = replica.proposals_total
+            request = ledger_pb2.ExecuteRequest(operations=[
+                grab("g2", "carol", sent), grab("g3", "bob", sent), grab("g4", "dave", sent),
+            ])  # fmt: skip
+            call = asyncio.ensure_future(batch.Execute(request, FakeContext()))  # type: ignore[arg-type]
+            for _ in range(3):  # no cycle of the node: answered from the applied state
+                await asyncio.sleep(0)
+            answered_at_once = call.done()
+            results = list((await run_to_end(h, call)).results)
+            settled_without_entry = replica.proposals_total - proposed
+            retry = (await execute([grab("g1", "bob", sent)])).results[0]
+            return [*results, retry], settled_without_entry, replica.grabs_settled_total, (
+                answered_at_once
+            )
+        finally:
+            h.close()
+
+    results, new_entries, settled, answered_at_once = asyncio.run(scenario())
+    assert [reason(r) for r in results[:3]] == [
+        ErrorReason.ENVELOPE_EMPTY, ErrorReason.ALREADY_GRABBED, ErrorReason.ENVELOPE_EMPTY
+    ]
+    assert answered_at_once
+    assert new_entries == 0
+    assert settled == 3
+    assert results[3].grab.amount_fen == 100  # the retry's first answer, from the log

@@ -40,6 +40,7 @@ from dataclasses import fields, replace
 from hongbao._invariant import fail, invariant
 from hongbao.ledger.books import Books, check_delta, escrow, load_row, move, save_row, wallet
 from hongbao.ledger.commands import ExpireEnvelopes, GrabEnvelope, SendEnvelope
+from hongbao.ledger.idempotency import lookup
 from hongbao.ledger.lucky import draw_share, envelope_seed, share_cap_fen
 from hongbao.ledger.outbox import ship
 from hongbao.ledger.reasons import Reason
@@ -138,16 +139,43 @@ def grab(books: Books, command: GrabEnvelope) -> Result:
         return Rejected(Reason.ENVELOPE_NOT_FOUND, f"no envelope {command.envelope_id}")
     if envelope.status is EnvelopeStatus.OPEN and books.now_ms >= envelope.expires_at_ms:
         envelope = _expire(books, envelope)  # lazily: this grab is the first to notice
-    grabber_row = books.store.get(
-        Table.GRABBERS, grabber_key(envelope.envelope_id, command.user_id)
-    )
-    if grabber_row is not None:
-        return Rejected(Reason.ALREADY_GRABBED, f"{command.user_id} already grabbed this envelope")
+    refusal = closed_to(books.store, envelope, command.user_id)
+    if refusal is not None:
+        return refusal
+    return Ok(_take_share(books, envelope, command.user_id))
+
+
+def closed_to(store: LedgerStore, envelope: Envelope, user_id: str) -> Rejected | None:
+    """Why ``envelope`` refuses any grab by ``user_id`` from now on, or None (a share may
+    still be taken). Each refusal is final: grabber rows are never removed, and an EMPTY
+    or EXPIRED envelope never opens again."""
+    if store.get(Table.GRABBERS, grabber_key(envelope.envelope_id, user_id)) is not None:
+        return Rejected(Reason.ALREADY_GRABBED, f"{user_id} already grabbed this envelope")
     if envelope.status is EnvelopeStatus.EXPIRED:
         return Rejected(Reason.ENVELOPE_EXPIRED, f"{envelope.envelope_id} has expired")
     if envelope.status is EnvelopeStatus.EMPTY:
         return Rejected(Reason.ENVELOPE_EMPTY, f"every share of {envelope.envelope_id} is taken")
-    return Ok(_take_share(books, envelope, command.user_id))
+    return None
+
+
+def settled_grab(store: LedgerStore, command: GrabEnvelope) -> Rejected | None:
+    """The answer ``command`` is bound to get when the applied state already decides it,
+    read from that state (a read transaction, on any replica); None: it needs the log.
+
+    Why this is exact, not a guess: the state is a committed prefix of the log, and
+    :func:`closed_to` refusals are final, so ``command`` applied at any later index gets
+    this very refusal, unless it was applied already, which its idempotency record would
+    show (then None: the log path answers the first result). The hot envelope is where
+    this pays: of a thousand grabbers of a hundred shares, nine hundred are answered here
+    instead of each costing a log entry on three replicas. Like a refusal at the boundary,
+    it is not remembered under the request id.
+    """
+    if lookup(store, command.request_id) is not None:
+        return None
+    envelope = load(store, Table.ENVELOPES, envelope_key(command.envelope_id), Envelope)
+    if envelope is None:
+        return None  # not there yet is not final
+    return closed_to(store, envelope, command.user_id)
 
 
 def _take_share(books: Books, envelope: Envelope, user_id: str) -> GrabReceipt:

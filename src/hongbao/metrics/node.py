@@ -141,6 +141,12 @@ class NodeCollector(Collector):
             ("hongbao_entries_applied", "Entries applied here", "entries_applied_total"),
             ("hongbao_snapshot_sends", "Snapshots sent to followers", "snapshot_sends_total"),
             ("hongbao_snapshot_installs", "Snapshots installed here", "snapshot_installs_total"),
+            (
+                "hongbao_grabs_settled",
+                "Grabs of an envelope closed to the grabber (empty, expired, already grabbed)"
+                " answered by the leader from its applied state, without a log entry",
+                "grabs_settled_total",
+            ),
         )
         for name, documentation, attribute in families:
             family = CounterMetricFamily(name, documentation, labels=["shard"])

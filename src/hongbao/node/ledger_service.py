@@ -29,6 +29,7 @@ from hongbao.ledger.commands import (
     ShowEnvelope,
     Transfer,
 )
+from hongbao.ledger.envelope import settled_grab
 from hongbao.ledger.results import (
     AccountView,
     EnvelopeCreated,
@@ -115,7 +116,27 @@ class LedgerFront:
         if rejected is not None:
             raise api.rejected_error(rejected)
         shard_id = self.command_shard(command)
+        if isinstance(command, GrabEnvelope):
+            settled = self._settled_grab(shard_id, command)
+            if settled is not None:
+                return shard_id, settled
         return shard_id, self.runtime.submit(shard_id, command)
+
+    def _settled_grab(self, shard_id: int, command: GrabEnvelope) -> asyncio.Future[Result] | None:
+        """A grab the leader's applied state already decides (an envelope empty, expired or
+        already grabbed by this user: :func:`hongbao.ledger.envelope.settled_grab`),
+        answered without a log entry; None when it must be proposed. Only on the leader,
+        so that every other case keeps its NOT_LEADER hint and the router's routing."""
+        replica = self.runtime.groups.get(shard_id)
+        if replica is None or not replica.is_leader:
+            return None
+        refusal = self.runtime.query(shard_id, lambda store: settled_grab(store, command))
+        if refusal is None:
+            return None
+        replica.grabs_settled_total += 1
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        future.set_result(refusal)
+        return future
 
     async def mutate(self, command: Command) -> ResultData:
         shard_id, future = self.submit(command)

@@ -65,6 +65,7 @@ class ShardReplica:
     entries_applied_total: int = 0  # normal entries applied (conf changes excluded)
     snapshot_sends_total: int = 0  # SNAP messages handed to the transport
     snapshot_installs_total: int = 0
+    grabs_settled_total: int = 0  # grabs answered from the applied state, no entry
     # The last (leader, term) logged as leader_changed: one line per change, not per cycle.
     logged_leader: tuple[int, int] = (0, 0)
 
