@@ -14,8 +14,9 @@ money for these credits. The destination believes only what it can verify:
   source shard as this node's own replica of the source has applied it**. Applied means
   committed by the source's Raft group, so a forged credit (money from nothing, or one
   that takes the seq of a real credit so that the real one is later dropped as a
-  duplicate) is never proposed. A replica that lags behind has not applied the entry yet:
-  UNAVAILABLE, and the courier retries.
+  duplicate) is never proposed. A replica that lags behind has not applied the newest
+  entries yet: the credits it confirms, from the first, are applied and the courier sends
+  the rest again; when it confirms none, UNAVAILABLE, and the courier retries.
 
 Part B's certificates add: the sender is authenticated as the node it claims. On a node
 that hosts no replica of the source shard (a topology with more nodes than the
@@ -93,7 +94,7 @@ def _checked(
         return []
     if local_source:
         entries = runtime.query(source, lambda store: _outbox_entries(store, destination, fresh))
-        _confirm(fresh, entries, source)
+        return fresh[: _confirmed(fresh, entries, source)]
     else:
         ceiling = max(topology.limits.amount_max_fen, topology.limits.envelope_total_max_fen)
         if any(command.amount_fen > ceiling for command in fresh):
@@ -116,19 +117,32 @@ def _outbox_entries(
     ]
 
 
-def _confirm(
+def _confirmed(
     commands: Sequence[Deliver], entries: Sequence[OutboxEntry | None], source: int
-) -> None:
+) -> int:
+    """How many of ``commands``, from the first, this node's replica of the source confirms.
+
+    The courier reads its outbox as soon as its leader applies, so the newest entries of
+    a Deliver are often not applied here yet: the confirmed ones are applied now and the
+    courier sends the rest again (it acknowledges up to the seq it is answered). Only when
+    not even the first is here is the call refused, UNAVAILABLE; a credit that differs
+    from its outbox entry is refused whole, as a forgery.
+    """
+    count = 0
     for command, entry in zip(commands, entries, strict=True):
         if entry is None:
-            raise make_error(
-                ErrorReason.UNAVAILABLE,
-                f"seq {command.seq} is not in shard {source}'s outbox as this node has"
-                " applied it (yet)",
-                shard_id=source,
-            )
+            break
         if deliver_command(entry) != command:
             raise _invalid(f"seq {command.seq} does not match shard {source}'s outbox entry")
+        count += 1
+    if count == 0:
+        raise make_error(
+            ErrorReason.UNAVAILABLE,
+            f"seq {commands[0].seq} is not in shard {source}'s outbox as this node has"
+            " applied it (yet)",
+            shard_id=source,
+        )
+    return count
 
 
 def _invalid(message: str) -> HongbaoError:
