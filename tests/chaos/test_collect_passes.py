@@ -20,6 +20,7 @@ from hongbao.chaos.checks import correctness_checks
 from hongbao.chaos.final_state import FinalState, ShardTotals
 from hongbao.chaos.history import Op
 from hongbao.config.topology import Topology, load_topology
+from hongbao.node.errors import ErrorReason, error_to_proto, make_error
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
 
 REPO = Path(__file__).resolve().parents[2]
@@ -38,6 +39,8 @@ class FakeReader:
         self.pass_no = type(self).passes
         self.wallet = self  # the stubs: s.wallet.Balance and friends
         self.envelopes = self
+        self.batch = self
+        self.single_shows: list[str] = []
 
     async def close(self) -> None:
         return None
@@ -48,9 +51,32 @@ class FakeReader:
             key = request.request_id
         if type(self).failing(self.pass_no, key):
             raise collect.Unread("deadline passed; last: no attempt")
-        if isinstance(request, ledger_pb2.ShowRequest):  # no envelope exists: a refusal
-            raise collect.Unread("r1: NOT_FOUND: no such envelope", "NOT_FOUND")
+        if isinstance(request, ledger_pb2.ShowRequest):
+            type(self).single_shows.append(request.envelope_id)
+            if request.envelope_id not in type(self).known:  # no such envelope: a refusal
+                raise collect.Unread("r1: NOT_FOUND: no such envelope", "NOT_FOUND")
+            return ledger_pb2.ShowResponse(envelope=type(self).known[request.envelope_id])
         return await rpc(self)(request)
+
+    # Envelopes the fake cluster has; ids its Batch answers UNAVAILABLE for (read alone).
+    known: dict[str, ledger_pb2.Envelope] = {}
+    busy_in_batch: frozenset[str] = frozenset()
+    single_shows: list[str] = []
+
+    async def Execute(self, request: Any) -> Any:
+        results = []
+        for operation in request.operations:
+            envelope_id = operation.show.envelope_id
+            if envelope_id in type(self).busy_in_batch:
+                error = make_error(ErrorReason.UNAVAILABLE, "no leader yet")
+            elif envelope_id not in type(self).known:
+                error = make_error(ErrorReason.NOT_FOUND, f"no envelope {envelope_id}")
+            else:
+                shown = ledger_pb2.ShowResponse(envelope=type(self).known[envelope_id])
+                results.append(ledger_pb2.OperationResult(show=shown))
+                continue
+            results.append(ledger_pb2.OperationResult(error=error_to_proto(error)))
+        return ledger_pb2.ExecuteResponse(results=results)
 
     async def Balance(self, request: Any) -> Any:
         return ledger_pb2.BalanceResponse(balance_fen=0)
@@ -66,6 +92,7 @@ class FakeReader:
 def topology(monkeypatch: pytest.MonkeyPatch) -> Topology:
     loaded = load_topology(REPO / "configs" / "local.toml")
     FakeReader.passes = 0
+    FakeReader.known, FakeReader.busy_in_batch, FakeReader.single_shows = {}, frozenset(), []
     monkeypatch.setattr(collect, "_Reader", FakeReader)
 
     async def totals(
@@ -166,3 +193,27 @@ def test_an_envelope_the_cluster_does_not_have_is_absent_not_unread(
     assert not durable.ok
     assert "not collected" not in durable.summary
     assert any("env-lost" in str(o) for o in durable.offending), durable.offending
+
+
+def test_envelopes_are_read_by_batches_and_what_a_batch_refuses_is_read_alone(
+    topology: Topology,
+) -> None:
+    """Hundreds of Shows a Batch (thousands of single calls took seconds on a loaded
+    machine); an envelope whose Batch answer is "not now" is read alone, with retries,
+    and one the cluster does not have is absent, not read again."""
+    kept = {
+        f"e0-{n}": ledger_pb2.Envelope(
+            envelope_id=f"e0-{n}", sender_user_id="alice", total_fen=100, count=1
+        )
+        for n in range(1, 251)
+    }
+    FakeReader.known = kept
+    FakeReader.busy_in_batch = frozenset({"e0-7", "e0-201"})
+    misses: collect.Misses = {}
+    reader = FakeReader(topology, None, 0.0)
+    wanted = [*kept, "e0-999"]
+    found = asyncio.run(collect.read_envelopes(reader, wanted, misses, per_call=100))  # type: ignore[arg-type]
+    assert set(found) == set(kept)
+    assert found["e0-7"].sender == "alice"
+    assert sorted(FakeReader.single_shows) == ["e0-201", "e0-7"]
+    assert misses == {}

@@ -41,8 +41,9 @@ from hongbao.chaos.history import Op
 from hongbao.config.topology import Topology
 from hongbao.ledger.sharding import parse_envelope_id, shard_for_user
 from hongbao.net.channels import channel_options, open_channel
+from hongbao.node.admission import BATCH_RESPONSE_LINES_MAX
 from hongbao.node.cluster_guard import CLUSTER_ID_METADATA_KEY, cluster_id_of
-from hongbao.node.errors import ErrorReason, error_from_rpc_error
+from hongbao.node.errors import ErrorReason, error_from_proto, error_from_rpc_error
 from hongbao.ops.live_audit import live_audit
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2, ledger_pb2_grpc
 from hongbao.security.tls import client_credentials
@@ -55,6 +56,7 @@ PAGES_MAX: Final = 10_000  # history pages per wallet
 PROBE_USERS_MAX: Final = 100_000  # ids tried to find a user of a given shard
 AUDIT_S_MIN: Final = 5.0  # the shard audit gets at least this long, whatever is left
 NOTES_MAX: Final = 1_000
+SHOWS_PER_CALL: Final = 100  # Shows per Batch; fewer when their lines could pass its bound
 COLLECT_PASSES_MAX: Final = 3  # each re-reads only what the passes before it left unread
 _RETRIED: Final = frozenset(
     {
@@ -80,6 +82,7 @@ class _Stubs:
     def __init__(self, channel: grpc.aio.Channel) -> None:
         self.wallet = ledger_pb2_grpc.WalletStub(channel)
         self.envelopes = ledger_pb2_grpc.EnvelopesStub(channel)
+        self.batch = ledger_pb2_grpc.BatchStub(channel)
 
 
 class _Reader:
@@ -156,6 +159,9 @@ async def collect_final_state(
     wallets: dict[str, Wallet] = {}
     envelopes: dict[str, Envelope] = {}
     misses: Misses = {}
+    shows_per_call = min(
+        SHOWS_PER_CALL, BATCH_RESPONSE_LINES_MAX // max(1, topology.limits.envelope_shares_max)
+    )
     deadline = time.monotonic() + timeout_s
     for _ in range(COLLECT_PASSES_MAX):
         deadline = time.monotonic() + timeout_s
@@ -168,7 +174,9 @@ async def collect_final_state(
             todo_users = [user for user in users if user not in wallets]
             wallets.update(await read_wallets(reader, topology, todo_users, notes, misses))
             todo_envelopes = [e for e in envelopes_of(history, statuses) if e not in envelopes]
-            envelopes.update(await read_envelopes(reader, todo_envelopes, misses))
+            envelopes.update(
+                await read_envelopes(reader, todo_envelopes, misses, per_call=shows_per_call)
+            )
         finally:
             await reader.close()
         read_now = len(statuses) + len(wallets) + len(envelopes)
@@ -359,8 +367,11 @@ def _posting(p: ledger_pb2.Posting) -> Posting:
 
 
 async def read_envelopes(
-    reader: _Reader, envelope_ids: Sequence[str], misses: Misses
+    reader: _Reader, envelope_ids: Sequence[str], misses: Misses, *, per_call: int = SHOWS_PER_CALL
 ) -> dict[str, Envelope]:
+    """Every envelope, ``per_call`` Shows to a Batch (thousands of single calls cost the
+    loaded machine seconds); what a Batch could not answer is read alone, with retries."""
+
     async def one(envelope_id: str) -> Envelope | None:
         try:
             shown = await reader.call(
@@ -370,21 +381,47 @@ async def read_envelopes(
             if why.reason != ErrorReason.NOT_FOUND.value:  # absent is an answer: the
                 misses[("envelopes", envelope_id)] = f"envelope {envelope_id}: not read: {why}"
             return None  # checks then find an acknowledged send's envelope missing
-        e = shown.envelope
-        return Envelope(
-            sender=e.sender_user_id,
-            kind=ledger_pb2.EnvelopeKind.Name(e.kind).removeprefix("ENVELOPE_KIND_"),
-            total_fen=int(e.total_fen),
-            count=int(e.count),
-            state=ledger_pb2.EnvelopeState.Name(e.state).removeprefix("ENVELOPE_STATE_"),
-            remaining_fen=int(e.remaining_fen),
-            remaining_count=int(e.remaining_count),
-            refunded_fen=int(e.refunded_fen),
-            grabs=[EnvelopeGrab(int(g.ordinal), g.user_id, int(g.amount_fen)) for g in e.grabs],
-        )
+        return _envelope(shown.envelope)
 
-    answers = await asyncio.gather(*(one(e) for e in envelope_ids))
+    async def chunk(ids: Sequence[str]) -> list[Envelope | None]:
+        request = ledger_pb2.ExecuteRequest(
+            operations=[
+                ledger_pb2.Operation(show=ledger_pb2.ShowRequest(envelope_id=e)) for e in ids
+            ]
+        )
+        try:
+            response = await reader.call(lambda s: s.batch.Execute, request)
+        except Unread:
+            return list(await asyncio.gather(*(one(e) for e in ids)))
+        found: list[Envelope | None] = []
+        for envelope_id, result in zip(ids, response.results, strict=False):
+            if result.WhichOneof("result") == "show":
+                found.append(_envelope(result.show.envelope))
+            elif error_from_proto(result.error).reason is ErrorReason.NOT_FOUND:
+                found.append(None)
+            else:
+                found.append(await one(envelope_id))  # refused for now: alone, with retries
+        found.extend([await one(e) for e in ids[len(found) :]])  # an answer cut short
+        return found
+
+    step = max(1, per_call)
+    chunks = [envelope_ids[i : i + step] for i in range(0, len(envelope_ids), step)]
+    answers = [a for found in await asyncio.gather(*(chunk(c) for c in chunks)) for a in found]
     return {e: a for e, a in zip(envelope_ids, answers, strict=True) if a is not None}
+
+
+def _envelope(e: ledger_pb2.Envelope) -> Envelope:
+    return Envelope(
+        sender=e.sender_user_id,
+        kind=ledger_pb2.EnvelopeKind.Name(e.kind).removeprefix("ENVELOPE_KIND_"),
+        total_fen=int(e.total_fen),
+        count=int(e.count),
+        state=ledger_pb2.EnvelopeState.Name(e.state).removeprefix("ENVELOPE_STATE_"),
+        remaining_fen=int(e.remaining_fen),
+        remaining_count=int(e.remaining_count),
+        refunded_fen=int(e.refunded_fen),
+        grabs=[EnvelopeGrab(int(g.ordinal), g.user_id, int(g.amount_fen)) for g in e.grabs],
+    )
 
 
 async def shard_totals(
