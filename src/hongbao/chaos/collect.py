@@ -396,7 +396,10 @@ async def read_envelopes(
         found: list[Envelope | None] = []
         for envelope_id, result in zip(ids, response.results, strict=False):
             if result.WhichOneof("result") == "show":
-                found.append(_envelope(result.show.envelope))
+                shown = result.show.envelope
+                if shown.envelope_id != envelope_id:  # answers out of order: trust none
+                    return list(await asyncio.gather(*(one(e) for e in ids)))
+                found.append(_envelope(shown))
             elif error_from_proto(result.error).reason is ErrorReason.NOT_FOUND:
                 found.append(None)
             else:
