@@ -52,8 +52,9 @@ class Workload:
     """The red-envelope workload driven through the routers while faults run."""
 
     # 12 callers x 100 operations keep this 2-core machine saturated, every link proxied:
-    # over 2,000 answered ops/s through the routers (12 x 50 gave 1,550-1,900), p50 about
-    # 0.4 s and p99 under the call deadline (24 x 100 added little and put p99 at 4.8 s).
+    # 1,400-2,400 answered ops/s through the routers by suite and run (smoke: 12 x 50 gave
+    # 1,550-1,900, 12 x 100 2,145), p50 about 0.4 s and p99 under the call deadline
+    # (24 x 100 added little and put p99 at 4.8 s).
     concurrency: int = 12  # callers, spread over the regions' routers
     batch: int = 100  # operations per Batch.Execute call (1: single RPCs)
     users: int = 600  # wallets, funded before the clock starts
