@@ -383,6 +383,9 @@ async def read_envelopes(
             return None  # checks then find an acknowledged send's envelope missing
         return _envelope(shown.envelope)
 
+    async def alone(ids: Sequence[str]) -> list[Envelope | None]:
+        return list(await asyncio.gather(*(one(e) for e in ids)))
+
     async def chunk(ids: Sequence[str]) -> list[Envelope | None]:
         request = ledger_pb2.ExecuteRequest(
             operations=[
@@ -392,13 +395,13 @@ async def read_envelopes(
         try:
             response = await reader.call(lambda s: s.batch.Execute, request)
         except Unread:
-            return list(await asyncio.gather(*(one(e) for e in ids)))
+            return await alone(ids)
         found: list[Envelope | None] = []
         for envelope_id, result in zip(ids, response.results, strict=False):
             if result.WhichOneof("result") == "show":
                 shown = result.show.envelope
                 if shown.envelope_id != envelope_id:  # answers out of order: trust none
-                    return list(await asyncio.gather(*(one(e) for e in ids)))
+                    return await alone(ids)
                 found.append(_envelope(shown))
             elif error_from_proto(result.error).reason is ErrorReason.NOT_FOUND:
                 found.append(None)
