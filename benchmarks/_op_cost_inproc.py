@@ -11,8 +11,8 @@ remote destination is timed on the same commands separately.
 
 Stages are timed by wrapping the real functions of these objects (instance attributes
 only: nothing global is patched): ``machine.apply_entry`` (leader or follower),
-``machine.encode_entry``, ``log.append``, the commit part of ``env.write_batch`` and
-``runtime.cycle``; "Raft core and cycle" is the cycle's time less what was timed inside
+``machine.encode_entry``, ``machine.evaluate`` (a ledger leader, once per entry),
+``log.append``, the commit part of ``env.write_batch`` and ``runtime.cycle``; "Raft core and cycle" is the cycle's time less what was timed inside
 it. The client, router, gRPC decode, validation and result encoding stages run the real
 functions on the same operations in loops of their own.
 """
@@ -81,7 +81,7 @@ STAGES: tuple[str, ...] = (
     "gRPC decode on the leader",
     "validation on the leader",
     "queueing on the leader (submit)",
-    "proposal encoding",
+    "proposal: evaluation and encoding (leader, once)",
     "Raft core and cycle, leader",
     "Raft core and cycle, followers",
     "log append (3 replicas)",
@@ -142,6 +142,7 @@ class Cluster:
         for replica in runtime.replicas.values():
             timed(replica.machine, "apply_entry", _role(node, replica), self)
             timed(replica.machine, "encode_entry", lambda: (node, "encode"), self)
+            timed(replica.machine, "evaluate", lambda: (node, "evaluate"), self)
             timed(replica.log, "append", lambda: (node, "append"), self)
 
     def close(self) -> None:
@@ -374,7 +375,7 @@ def _stage_rows(meter: Meter, ns: dict[str, int]) -> None:
     """The runtime's wrapped timings as report rows (node 1 leads; 2 and 3 follow)."""
     for node in (1, 2, 3):
         inner = sum(meter.of(node, w) for w in ("apply leader", "apply follower", "encode",
-                                                "append", "commit"))  # fmt: skip
+                                                "evaluate", "append", "commit"))  # fmt: skip
         rest = meter.of(node, "cycle") - inner
         row = "Raft core and cycle, leader" if node == LEADER else "Raft core and cycle, followers"
         ns[row] = ns.get(row, 0) + rest
@@ -386,7 +387,11 @@ def _stage_rows(meter: Meter, ns: dict[str, int]) -> None:
         if node != LEADER:
             ns[f"apply on follower (node {node})"] = meter.of(node, "apply follower")
     ns["apply on the leader"] = meter.of(LEADER, "apply leader")
-    ns["proposal encoding"] = meter.of(LEADER, "encode")
+    # A ledger leader evaluates each batch once and encodes its effects (state_machine.py);
+    # what the followers and the leader then pay is the apply rows: writing those effects.
+    ns["proposal: evaluation and encoding (leader, once)"] = meter.of(
+        LEADER, "encode"
+    ) + meter.of(LEADER, "evaluate")
     ns["peer transport encode/decode"] = meter.of(0, "transport")
 
 

@@ -21,7 +21,7 @@ STAGES = (  # the issue's stages, as the report names them
     "gRPC decode on the leader",
     "validation on the leader",
     "queueing on the leader (submit)",
-    "proposal encoding",
+    "proposal: evaluation and encoding (leader, once)",
     "Raft core and cycle, leader",
     "Raft core and cycle, followers",
     "log append (3 replicas)",

@@ -1,10 +1,13 @@
 """Random command sequences over several shards, against the model, with a chaotic courier.
 
-Every step: two replicas apply the same encoded log entries; the ledger's answers match
-the model's; then conservation and the other audit checks hold, every balance and envelope
-matches the model, the outboxes hold exactly what is in flight, and the replicas' digests
-are equal. The courier delivers in random order with duplicates and gaps, and acknowledges
-at random points up to what the destination applied. One rule swaps a replica's shard for
+Every step: two replicas apply the same encoded log entries, and a third gets the same
+batches as effects from a leader that evaluates them ahead of its applied state
+(``effect_leader.py``); the ledger's answers match the model's and the effect leader's;
+then conservation and the other audit checks hold, every balance and envelope matches
+the model, the outboxes hold exactly what is in flight, and the replicas' digests are
+equal (the effects replica's whole dump, whenever it has caught up). The courier
+delivers in random order with duplicates and gaps, and acknowledges at random points up
+to what the destination applied. One rule swaps a replica's shard for
 a snapshot of it, so later steps also run on restored state. Another interleaves grabs,
 sweeps and Shows stamped within a few ms of an envelope's expiry instant: every Show must
 answer the model's applied state (no projected refund), and no Show answer may be
@@ -58,6 +61,7 @@ from hongbao.ledger import (
 )
 from hongbao.ledger.results import AccountView, EnvelopeView
 
+from .effect_leader import EffectLeader
 from .helpers import T0_MS, users_on
 from .model import Credit, Model
 
@@ -98,6 +102,11 @@ class LedgerMachine(RuleBasedStateMachine):
             for shard in range(SHARDS):
                 replica[shard] = MemoryStore()
                 init_shard(replica[shard], shard_id=shard, shard_count=SHARDS, limits=LIMITS)
+        self.effect_leaders = {}
+        for shard in range(SHARDS):
+            store = MemoryStore()
+            init_shard(store, shard_id=shard, shard_count=SHARDS, limits=LIMITS)
+            self.effect_leaders[shard] = EffectLeader(store, lag_max=3, seed=shard)
         self.model = self.model_class(SHARDS, LIMITS)
         self.model.clock = [T0_MS] * SHARDS
         self.log_index = [0] * SHARDS
@@ -122,6 +131,8 @@ class LedgerMachine(RuleBasedStateMachine):
         ]
         assert entries[0] == entries[1]
         results = list(entries[0].results)
+        leader = self.effect_leaders[shard]
+        assert leader.propose(self.log_index[shard], ts, commands) == results
         self.model.batch(shard, ts, commands, results)
         return results
 
@@ -292,6 +303,13 @@ class LedgerMachine(RuleBasedStateMachine):
     def replicas_are_identical(self) -> None:
         for shard in range(SHARDS):
             assert state_digest(self.replicas[0][shard]) == state_digest(self.replicas[1][shard])
+            leader = self.effect_leaders[shard]
+            if not leader.unapplied:  # behind: compared once it catches up, or at teardown
+                assert dump(leader.store) == dump(self.replicas[0][shard])
+
+    def teardown(self) -> None:
+        for shard in range(SHARDS):
+            assert dump(self.effect_leaders[shard].caught_up()) == dump(self.replicas[0][shard])
 
     @invariant()
     def audit_passes(self) -> None:

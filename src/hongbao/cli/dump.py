@@ -1,6 +1,7 @@
 """``hongbao dump``: ledger documents (log entries, rows) as JSON, for people debugging.
 
-Rows and log entries are MessagePack behind a version byte (``hongbao.ledger.codec``): this
+Rows and log entries are MessagePack behind a version byte (``hongbao.ledger.codec``), or,
+for a ledger entry of effects, behind its marker byte (``hongbao.ledger.effects``): this
 prints them readably. Either documents given in hex (copied from a log line or a tool), or
 the rows of one table of one shard, read from a node's LMDB environment with LMDB's
 read-only flag (safe on a running node: readers never block the writer).
@@ -15,17 +16,36 @@ from typing import Final
 import click
 
 from hongbao.ledger.codec import CodecError, to_json
+from hongbao.ledger.effects import decode_effects, is_effects
 from hongbao.ledger.store import Table, iterate
 
 ROWS_MAX: Final = 10_000
 """Most rows one ``--table`` dump prints: a dump is for looking, not for exporting."""
 
 
+def _value(data: bytes) -> object:
+    """A document as JSON, an effects log entry as its writes (each row decoded if it can be)."""
+    if not is_effects(data):
+        return json.loads(to_json(data))
+    writes = []
+    for table, key, row in decode_effects(data):
+        write: dict[str, object] = {"table": table.value, "key": key.hex()}
+        if row is None:
+            write["delete"] = True
+        else:
+            try:
+                write["value"] = json.loads(to_json(row))
+            except CodecError:
+                write["raw"] = row.hex()  # a plain u64 or index row
+        writes.append(write)
+    return {"effects": writes}
+
+
 def _line(key: bytes | None, data: bytes) -> str:
     """One JSON line: the record, or the raw bytes in hex when they are no document."""
     shown: dict[str, object] = {} if key is None else {"key": key.hex()}
     try:
-        shown["value"] = json.loads(to_json(data))
+        shown["value"] = _value(data)
     except CodecError as error:
         shown |= {"raw": data.hex(), "error": str(error)}  # plain u64 rows, or garbage
     return json.dumps(shown, ensure_ascii=False)

@@ -65,7 +65,15 @@ def remember(
     overflow = min(count - books.limits.idempotency_results_max, EVICTIONS_PER_RECORD_MAX)
     if overflow > 0:
         kept_after_ms = books.now_ms - books.limits.idempotency_retention_ms
-        for order_key, value in books.store.scan(Table.IDEMPOTENCY_ORDER, limit=overflow):
+        # Remembered ordinals are contiguous: each new id takes the next one, and eviction
+        # removes the oldest in order. So the oldest live one is known, and eviction reads
+        # rows by key instead of scanning (a scan would also have to merge a leader's
+        # speculative writes: see ledger/overlay.py).
+        oldest = ordinal - count + 1
+        for order_key in [u64(o) for o in range(oldest, oldest + overflow)]:
+            value = books.store.get(Table.IDEMPOTENCY_ORDER, order_key)
+            if value is None:
+                fail(f"idempotency ordinal {int.from_bytes(order_key, 'big')} is missing")
             remembered_at_ms, old_key = int.from_bytes(value[:8], "big"), value[8:]
             if remembered_at_ms > kept_after_ms:
                 break  # this one and every later one are within the retention: keep them

@@ -55,6 +55,7 @@ from hongbao.ledger.commands import (
     decode_batch,
     fingerprint,
 )
+from hongbao.ledger.effects import apply_effects, decode_effects, is_effects
 from hongbao.ledger.limits import Limits, limits_problem
 from hongbao.ledger.reasons import Reason
 from hongbao.ledger.records import (
@@ -84,6 +85,7 @@ class AppliedEntry:
     index: int
     results: tuple[Result, ...]  # one per command, in order; empty for a no-op entry
     malformed: str | None = None  # why the entry's bytes were skipped, if they were
+    effects: bool = False  # the entry carried effects (ledger/effects.py): no results here
 
 
 def init_shard(
@@ -144,14 +146,20 @@ def shard_clock_ms(store: LedgerStore) -> int:
 def apply_entry(store: LedgerStore, *, index: int, data: bytes) -> AppliedEntry:
     """Apply the committed log entry ``index`` and record it as applied.
 
-    An empty entry (a new leader's no-op) changes nothing but the applied index. Bytes
-    that do not decode are skipped identically on every replica and counted in the
-    shard state: crashing instead would wedge every replica on the same entry forever.
+    An empty entry (a new leader's no-op) changes nothing but the applied index. An entry
+    of effects (:mod:`hongbao.ledger.effects`) is written as it is: its results are the
+    leader's. Bytes that do not decode are skipped identically on every replica and
+    counted in the shard state: crashing instead would wedge every replica on the same
+    entry forever.
     """
     if not data:
         set_applied_index(store, index)
         return AppliedEntry(index, ())
     try:
+        if is_effects(data):
+            apply_effects(store, decode_effects(data))
+            set_applied_index(store, index)
+            return AppliedEntry(index, (), effects=True)
         batch = decode_batch(data)
     except CodecError as error:
         books = open_books(store, 0)

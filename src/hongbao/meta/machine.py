@@ -15,7 +15,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from hongbao._invariant import invariant
+from hongbao._invariant import fail, invariant
+from hongbao.ledger.overlay import Evaluated, OverlayStore
 from hongbao.ledger.store import LedgerStore, Table
 from hongbao.meta import codec
 from hongbao.meta.codec import MetaCodecError, MetaSnapshot
@@ -40,6 +41,7 @@ class MetaMachine:
     """The :class:`~hongbao.node.state_machine.GroupMachine` of the meta group."""
 
     kind = "meta"
+    speculative = False  # the leader encodes commands; every replica executes them
     commands_per_entry_max = codec.COMMANDS_PER_ENTRY_MAX
 
     def __init__(self, initial: ClusterState) -> None:
@@ -95,6 +97,9 @@ class MetaMachine:
         store.put(Table.META, KEY_STATE, codec.encode_state(state))
         self.set_applied_index(store, index)
         return tuple(results)
+
+    def evaluate(self, view: OverlayStore, ts_ms: int, commands: Sequence[object]) -> Evaluated:
+        fail("the meta group replicates commands: it is not speculative")
 
     def encode_entry(self, ts_ms: int, commands: Sequence[object]) -> bytes:
         set_regions = []

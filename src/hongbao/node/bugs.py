@@ -4,12 +4,13 @@ Why: a checker that never failed proves nothing. Each switch plants one classic 
 replicated ledger, so that a chaos suite run with it must end with a failed check:
 
 - ``ack-before-commit`` (node): the leader answers a client command as soon as its entry
-  is proposed, with the answer a dry run of the entry against the applied state gives.
+  is proposed, with the answer it evaluated for the entry (effect replication).
   The entry still goes through Raft; a partition may then lose an acknowledged request.
 - ``double-credit-grab`` (node): the destination shard credits a cross-shard grab's
-  delivery twice. It happens in the state machine's apply, so every replica does the
-  same and they stay identical; each shard's own books still balance (the extra credit
-  is booked from the inbox), but money is created: cluster-wide conservation fails.
+  delivery twice. It happens where the batch is evaluated (the leader's evaluation, or
+  the apply of a command entry), so every replica gets the same rows; each shard's own
+  books still balance (the extra credit is booked from the inbox), but money is
+  created: cluster-wide conservation fails.
 - ``retry-fresh-id`` (router): a forwarded mutation whose outcome is unknown (the node
   did not answer, answered OUTCOME_UNKNOWN, or took longer than ``forward_timeout_ms``)
   is sent on under a new request id (:func:`fresh_request_id`): the duplicate payment.
@@ -23,12 +24,11 @@ and router code is one call marked ``# BUG SWITCH`` that lands here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from google.protobuf.message import Message as ProtoMessage
 
@@ -49,10 +49,6 @@ from hongbao.ledger.records import CreditKind, TxKind
 from hongbao.ledger.results import DeliveryReceipt, Ok
 from hongbao.ledger.store import LedgerStore
 from hongbao.proto.gen.hongbao.v1 import ledger_pb2
-
-if TYPE_CHECKING:
-    from hongbao.node.state_machine import GroupMachine
-    from hongbao.node.storage import NodeEnv
 
 
 class NodeBug(enum.StrEnum):
@@ -140,9 +136,10 @@ def announce(log: logging.Logger, process: str, names: Sequence[str]) -> None:
 def credit_grabs_twice(store: LedgerStore, data: bytes, results: Sequence[object]) -> int:
     """BUG: credit every cross-shard grab just delivered by entry ``data`` once more.
 
-    Called right after the entry applied, in the same transaction, on every replica
-    alike. The extra credit is booked from the source's inbox account, so the shard's
-    own running totals still balance (its apply-time invariants hold) while the cluster
+    Called right after the batch ran on ``store``: the leader's evaluation (the extra
+    rows go into the entry's effects) or a command entry's apply (every replica alike).
+    The extra credit is booked from the source's inbox account, so the shard's own
+    running totals still balance (its apply-time invariants hold) while the cluster
     holds money nobody paid in. Returns the fen created.
     """
     credited = [
@@ -173,29 +170,15 @@ def credit_grabs_twice(store: LedgerStore, data: bytes, results: Sequence[object
 # -- ack-before-commit ----------------------------------------------------------------------
 
 
-class _DryRun(Exception):
-    """Raised inside the dry run's write batch so that it is aborted, never committed."""
-
-
 def answer_early(
-    env: NodeEnv,
-    shard_id: int,
-    machine: GroupMachine,
-    index: int,
-    data: bytes,
-    waiting: Sequence[tuple[object, asyncio.Future[Any]]],
+    waiting: Sequence[tuple[object, asyncio.Future[Any]]], results: Sequence[object]
 ) -> int:
-    """BUG: answer the client commands of entry ``index`` now, before it commits.
+    """BUG: answer the client commands of an entry now, as it is proposed, not committed.
 
-    The answers are those of a dry run: the entry applied to the shard's applied state
-    in a write transaction that is then aborted (nothing of it is kept). ``waiting`` is
-    each command of the entry with its future, in entry order. Returns how many
-    futures were answered.
+    The answers are the ones the leader evaluated for the entry (state_machine.py):
+    exactly what the client would get if the entry committed. ``waiting`` is each command
+    of the entry with its future, in entry order. Returns how many futures were answered.
     """
-    results: tuple[object, ...] = ()
-    with contextlib.suppress(_DryRun), env.write_batch() as batch:
-        results = machine.apply_entry(batch.ledger_store(shard_id), index, data)
-        raise _DryRun
     answered = 0
     for (command, future), result in zip(waiting, results, strict=False):
         if isinstance(command, EARLY_ACK_COMMANDS) and not future.done():

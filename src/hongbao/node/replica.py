@@ -14,6 +14,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hongbao.ledger.overlay import Speculation
 from hongbao.node.errors import ErrorReason, HongbaoError, make_error
 from hongbao.node.state_machine import GroupMachine
 from hongbao.node.storage import LmdbLogStorage
@@ -35,6 +36,9 @@ class InflightEntry:
 
     term: Term
     futures: list[asyncio.Future[Any]]
+    # The results of a speculative machine's entry: its leader evaluated them when it
+    # proposed, and applying the entry (its effects) gives none (state_machine.py).
+    results: tuple[object, ...] | None = None
 
 
 @dataclass(slots=True)
@@ -59,6 +63,8 @@ class ShardReplica:
     reads_by_context: dict[bytes, list[PendingRead]] = field(default_factory=dict)
     reads_confirmed: list[PendingRead] = field(default_factory=list)
     snapshot_index: LogIndex = 0
+    # A speculative machine's leader: the writes it proposed that are not applied yet.
+    speculation: Speculation = field(default_factory=Speculation)
     # Counters for /metrics (hongbao.metrics.node reads them at scrape time): plain ints
     # bumped on the loop, so the hot path pays an addition, not a metrics library's lock.
     proposals_total: int = 0  # entries this replica proposed as leader
@@ -78,7 +84,10 @@ class ShardReplica:
         while self.pending:
             _resolve_error(self.pending.popleft().future, error)
 
-    def resolve_applied(self, index: LogIndex, term: Term, results: tuple[object, ...]) -> None:
+    def resolve_applied(
+        self, index: LogIndex, term: Term, results: tuple[object, ...] | None
+    ) -> None:
+        """Entry ``index`` of ``term`` applied with ``results`` (None: the proposer's)."""
         entry = self.inflight.pop(index, None)
         if entry is None:
             return
@@ -92,6 +101,8 @@ class ShardReplica:
             for future in entry.futures:
                 _resolve_error(future, error)
             return
+        if results is None:
+            results = entry.results or ()
         for future, result in zip(entry.futures, results, strict=False):
             if not future.done():
                 future.set_result(result)

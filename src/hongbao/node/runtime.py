@@ -42,7 +42,7 @@ from hongbao.ledger.store import LedgerStore
 from hongbao.logs import event
 from hongbao.meta.machine import MetaMachine, MetaResult
 from hongbao.meta.state import ClusterState, SetRegion
-from hongbao.node import bugs, snapshots
+from hongbao.node import bugs, snapshots, speculate
 from hongbao.node.cluster_guard import cluster_id_of
 from hongbao.node.errors import ErrorReason, make_error
 from hongbao.node.liveness import PeerLiveness
@@ -297,6 +297,10 @@ class NodeRuntime(LeaderAnswers):
             return
         applied = self._persist_and_apply(readies)
         for replica, ready in readies:
+            if ready.committed_entries:
+                speculate.applied(replica, ready.committed_entries[-1].index)
+                if replica.pending:
+                    self._wakeup.set()  # it may have waited for these (speculate.py)
             self._send_messages(replica, ready)
         # Answer clients only once the applied state is committed to LMDB.
         for replica, index, term, results in applied:
@@ -386,6 +390,8 @@ class NodeRuntime(LeaderAnswers):
             return
         if len(replica.inflight) >= self.limits.inflight_entries_per_shard_max:
             return  # backpressure: wait for applies
+        if not speculate.ready_to_propose(replica):
+            return  # a new term: its earlier entries apply first (the cycle wakes again)
         per_entry_max = min(
             self.limits.commands_per_entry_max, replica.machine.commands_per_entry_max
         )
@@ -396,7 +402,12 @@ class NodeRuntime(LeaderAnswers):
                 taken.append(item)
         if not taken:
             return
-        data = replica.machine.encode_entry(self.clock_ms(), [c.command for c in taken])
+        commands = [c.command for c in taken]
+        count, data, results, view = speculate.entry_for(
+            self.env, replica, self.clock_ms(), commands
+        )
+        replica.pending.extendleft(reversed(taken[count:]))  # too big for one entry: next
+        taken = taken[:count]
         try:
             index, term = replica.core.propose(data)
         except ProposalDropped as dropped:
@@ -418,10 +429,10 @@ class NodeRuntime(LeaderAnswers):
             for future in replaced.futures:
                 if not future.done():
                     future.set_exception(error)
-        replica.inflight[index] = InflightEntry(term, [item.future for item in taken])
-        if self.bugs.ack_before_commit and replica is not self.meta:  # BUG SWITCH
-            waiting = [(item.command, item.future) for item in taken]
-            bugs.answer_early(self.env, replica.shard_id, replica.machine, index, data, waiting)
+        speculate.speculated(replica, index, view)
+        replica.inflight[index] = InflightEntry(term, [item.future for item in taken], results)
+        if self.bugs.ack_before_commit and results is not None:  # BUG SWITCH
+            bugs.answer_early([(item.command, item.future) for item in taken], results)
         if replica.pending:
             self._wakeup.set()
 
@@ -482,7 +493,7 @@ class NodeRuntime(LeaderAnswers):
 
     def _persist_and_apply(
         self, readies: list[tuple[ShardReplica, Ready]]
-    ) -> list[tuple[ShardReplica, int, int, tuple[object, ...]]]:
+    ) -> list[tuple[ShardReplica, int, int, tuple[object, ...] | None]]:
         """Persist every Ready, then apply every committed entry: ONE write transaction.
 
         One transaction, not two: with ``Durability.FSYNC`` every LMDB commit pays an
@@ -514,9 +525,9 @@ class NodeRuntime(LeaderAnswers):
 
     def _apply(
         self, batch: WriteBatch, readies: list[tuple[ShardReplica, Ready]]
-    ) -> list[tuple[ShardReplica, int, int, tuple[object, ...]]]:
+    ) -> list[tuple[ShardReplica, int, int, tuple[object, ...] | None]]:
         """Apply the committed entries inside ``batch``; each group's applied index with them."""
-        outcomes: list[tuple[ShardReplica, int, int, tuple[object, ...]]] = []
+        outcomes: list[tuple[ShardReplica, int, int, tuple[object, ...] | None]] = []
         for replica, ready in readies:
             if not ready.committed_entries:
                 continue
@@ -529,7 +540,7 @@ class NodeRuntime(LeaderAnswers):
                 outcomes.append((replica, entry.index, entry.term, results))
                 replica.entries_applied_total += 1
                 self.stats["entries_applied"] += 1
-                self.stats["commands_applied"] += len(results)
+                self.stats["commands_applied"] += 0 if results is None else len(results)
         return outcomes
 
     def _after_advance(self, replica: ShardReplica, ready: Ready) -> None:

@@ -33,9 +33,11 @@ class RuntimeLimits:
     trailing_entries: int = 5_000  # log entries kept behind a snapshot for lagging followers
     # Committed bytes one cycle applies (at least one entry): a backlog is applied over
     # several cycles, so no cycle blocks heartbeats for more than a fraction of an election
-    # timeout (32 KiB is ~450 deposits, ~50 ms; the core's default 8 MiB held the loop for
-    # seconds and made one client's flood of Batches cause elections).
-    committed_bytes_per_cycle_max: int = 32 << 10
+    # timeout (the core's default 8 MiB of command entries held the loop for seconds and
+    # made one client's flood of Batches cause elections). Ledger entries carry effects
+    # (ledger/effects.py): ~425 bytes and ~4 us of writes per transfer, so 512 KiB is
+    # ~1,200 transfers, ~5 ms; 32 KiB of commands used to be ~450 deposits, ~50 ms.
+    committed_bytes_per_cycle_max: int = 512 << 10
     # A durable write (commit and fdatasync of one batch) slower than this is logged at
     # warning with its milliseconds: slow disks are named, not guessed (etcd warns at 100).
     slow_fsync_ms: int = 100

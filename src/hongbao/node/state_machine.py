@@ -7,6 +7,12 @@ transaction: the machine never commits), how to dump and restore a snapshot, and
 pack queued commands into one entry. :class:`LedgerMachine` adapts
 :mod:`hongbao.ledger.machine` without changing its behaviour; the meta group's machine
 is :class:`hongbao.meta.machine.MetaMachine`.
+
+A *speculative* machine (the ledger's) replicates effects, not commands: its leader
+evaluates each new batch once, with :meth:`LedgerMachine.evaluate`, against a view of the
+shard ahead of its applied state (:mod:`hongbao.ledger.overlay`), and the entry carries
+the rows written (:mod:`hongbao.ledger.effects`). Applying such an entry returns None: the
+results stayed with the leader that evaluated it.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from hongbao._invariant import invariant
 from hongbao.config.topology import META_GROUP_ID, Topology
 from hongbao.ledger import machine
 from hongbao.ledger.commands import Batch, Command, encode_batch
+from hongbao.ledger.effects import encode_effects
 from hongbao.ledger.limits import Limits
+from hongbao.ledger.overlay import Evaluated, OverlayStore
 from hongbao.ledger.store import LedgerStore
 from hongbao.meta.machine import MetaMachine
 from hongbao.meta.state import ClusterState
@@ -38,14 +46,24 @@ class GroupMachine(Protocol):
         """The most commands :meth:`encode_entry` may pack into one entry."""
         ...
 
+    @property
+    def speculative(self) -> bool:
+        """Whether its leader evaluates batches (:meth:`evaluate`) instead of encoding them."""
+        ...
+
     def is_initialised(self, store: LedgerStore) -> bool: ...
 
     def init(self, store: LedgerStore) -> None:
         """Give an empty store its initial state (identical on every replica)."""
         ...
 
-    def apply_entry(self, store: LedgerStore, index: int, data: bytes) -> tuple[object, ...]:
-        """Apply committed entry ``index`` and record it applied: one result per command."""
+    def apply_entry(
+        self, store: LedgerStore, index: int, data: bytes
+    ) -> tuple[object, ...] | None:
+        """Apply committed entry ``index`` and record it applied: one result per command.
+
+        None for an entry of effects: its results are the evaluating leader's.
+        """
         ...
 
     def applied_index(self, store: LedgerStore) -> int: ...
@@ -58,11 +76,16 @@ class GroupMachine(Protocol):
 
     def encode_entry(self, ts_ms: int, commands: Sequence[object]) -> bytes: ...
 
+    def evaluate(self, view: OverlayStore, ts_ms: int, commands: Sequence[object]) -> Evaluated:
+        """A speculative machine's entry for ``commands`` (others never get this call)."""
+        ...
+
 
 class LedgerMachine:
     """One ledger shard: :mod:`hongbao.ledger.machine`, unchanged."""
 
     kind = "ledger"
+    speculative = True
 
     def __init__(
         self,
@@ -88,8 +111,13 @@ class LedgerMachine:
             store, shard_id=self.shard_id, shard_count=self.shard_count, limits=self.limits
         )
 
-    def apply_entry(self, store: LedgerStore, index: int, data: bytes) -> tuple[object, ...]:
-        results = machine.apply_entry(store, index=index, data=data).results
+    def apply_entry(
+        self, store: LedgerStore, index: int, data: bytes
+    ) -> tuple[object, ...] | None:
+        applied = machine.apply_entry(store, index=index, data=data)
+        if applied.effects:
+            return None
+        results = applied.results
         if self.double_credit_grab and results:  # BUG SWITCH double-credit-grab
             bugs.credit_grabs_twice(store, data, results)
         return results
@@ -107,11 +135,23 @@ class LedgerMachine:
         machine.restore(store, data)
 
     def encode_entry(self, ts_ms: int, commands: Sequence[object]) -> bytes:
+        return encode_batch(self._batch(ts_ms, commands))
+
+    def evaluate(self, view: OverlayStore, ts_ms: int, commands: Sequence[object]) -> Evaluated:
+        batch = self._batch(ts_ms, commands)
+        results = tuple(machine.apply_batch(view, batch))
+        if self.double_credit_grab and results:  # BUG SWITCH double-credit-grab
+            bugs.credit_grabs_twice(view, encode_batch(batch), results)
+        writes = view.writes()
+        return Evaluated(encode_effects(writes), writes, results)
+
+    @staticmethod
+    def _batch(ts_ms: int, commands: Sequence[object]) -> Batch:
         ledger_commands: list[Command] = []
         for command in commands:
             invariant(not isinstance(command, str | bytes), "a ledger command, not text")
             ledger_commands.append(command)  # type: ignore[arg-type]
-        return encode_batch(Batch(ts_ms=ts_ms, commands=tuple(ledger_commands)))
+        return Batch(ts_ms=ts_ms, commands=tuple(ledger_commands))
 
 
 def initial_cluster_state(topology: Topology, cluster_id: str) -> ClusterState:
