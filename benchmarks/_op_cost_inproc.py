@@ -12,9 +12,10 @@ remote destination is timed on the same commands separately.
 Stages are timed by wrapping the real functions of these objects (instance attributes
 only: nothing global is patched): ``machine.apply_entry`` (leader or follower),
 ``machine.encode_entry``, ``machine.evaluate`` (a ledger leader, once per entry),
-``log.append``, the commit part of ``env.write_batch`` and ``runtime.cycle``; "Raft core and cycle" is the cycle's time less what was timed inside
-it. The client, router, gRPC decode, validation and result encoding stages run the real
-functions on the same operations in loops of their own.
+``log.append``, the commit part of ``env.write_batch`` and ``runtime.cycle``; "Raft core
+and cycle" is the cycle's time less what was timed inside it. The client, router, gRPC
+decode, validation and result encoding stages run the real functions on the same
+operations in loops of their own.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """Effects entries: what a leader's evaluation writes, as the log carries it.
 
-Round trips keep every write in order; a replica refuses (skips and counts, the same on
-every replica) anything else: garbage, an unknown table, a key out of bounds, a write of
-the applied index, a shard state that does not balance. Fuzzed: the decoder raises
-nothing but CodecError.
+Round trips keep every write in order (deflated); a replica refuses (skips and counts,
+the same on every replica) anything else: garbage, a zlib stream truncated, padded or
+inflating past its bound, an unknown table, a key out of bounds, a write of the applied
+index, a shard state that does not balance. Fuzzed: the decoder raises nothing but
+CodecError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import zlib
 from dataclasses import replace
 
 import pytest
@@ -19,6 +21,7 @@ from hongbao.ledger import Batch, Deposit, MemoryStore, Table, apply_batch, appl
 from hongbao.ledger.books import read_state
 from hongbao.ledger.codec import CodecError, encode
 from hongbao.ledger.effects import (
+    EFFECTS_BYTES_MAX,
     EFFECTS_MARKER,
     apply_effects,
     decode_effects,
@@ -73,6 +76,10 @@ def test_writes_round_trip_in_order() -> None:
     assert decode_effects(encode_effects(writes)) == writes
 
 
+def deflated(packed: bytes) -> bytes:
+    return bytes([EFFECTS_MARKER]) + zlib.compress(packed)
+
+
 def unbalanced_state() -> bytes:
     return encode(replace(ShardState(), balances_fen=1))
 
@@ -80,8 +87,12 @@ def unbalanced_state() -> bytes:
 @pytest.mark.parametrize(
     ("data", "why"),
     [
-        (bytes([EFFECTS_MARKER]) + b"\xc1", "effects:"),
-        (bytes([EFFECTS_MARKER]) + b"\x91\x93\x63\xc4\x01k\xc0", "no table 99"),
+        (bytes([EFFECTS_MARKER]) + b"no zlib header", "not zlib"),
+        (deflated(b"\xc1"), "effects:"),
+        (deflated(b"\x91\x93\x63\xc4\x01k\xc0"), "no table 99"),
+        (encode_effects([])[:-2], "truncated"),
+        (encode_effects([]) + b"x", "followed by other bytes"),
+        (deflated(b"\x00" * (EFFECTS_BYTES_MAX + 1)), "once inflated"),
         (encode_effects([(Table.OUTBOX, b"x" * 508, b"v")]), "key of 508 bytes"),
         (encode_effects([(Table.META, META_APPLIED_INDEX, b"\x00" * 8)]), "applied index"),
         (encode_effects([(Table.META, META_STATE, unbalanced_state())]), "does not balance"),
@@ -111,7 +122,7 @@ def test_an_empty_effects_entry_changes_nothing_but_the_applied_index() -> None:
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.binary(max_size=64))
-def test_the_decoder_raises_only_codec_errors(tail: bytes) -> None:
+@given(st.binary(max_size=64), st.booleans())
+def test_the_decoder_raises_only_codec_errors(tail: bytes, deflate: bool) -> None:
     with contextlib.suppress(CodecError):
-        decode_effects(bytes([EFFECTS_MARKER]) + tail)
+        decode_effects(deflated(tail) if deflate else bytes([EFFECTS_MARKER]) + tail)

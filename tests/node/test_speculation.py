@@ -99,7 +99,7 @@ def test_a_truncated_entry_s_writes_are_forgotten_by_the_next_term(tmp_path: Pat
 def test_an_entry_too_big_is_split_and_every_command_still_applies(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(speculate, "ENTRY_BYTES_MAX", 2_000)  # a few deposits' effects
+    monkeypatch.setattr(speculate, "ENTRY_BYTES_MAX", 400)  # a few deposits: effects
 
     async def scenario() -> tuple[list[object], list[int], int | None]:
         h = Harness(tmp_path)
@@ -123,4 +123,4 @@ def test_an_entry_too_big_is_split_and_every_command_still_applies(
     assert all(isinstance(result, Ok) for result in results), results
     assert final_fen == 120
     assert len(sizes) > 1, "the twelve deposits should not fit one entry"
-    assert max(sizes) <= 2_000, sizes
+    assert max(sizes) <= 400, sizes

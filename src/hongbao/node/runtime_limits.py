@@ -34,10 +34,10 @@ class RuntimeLimits:
     # Committed bytes one cycle applies (at least one entry): a backlog is applied over
     # several cycles, so no cycle blocks heartbeats for more than a fraction of an election
     # timeout (the core's default 8 MiB of command entries held the loop for seconds and
-    # made one client's flood of Batches cause elections). Ledger entries carry effects
-    # (ledger/effects.py): ~425 bytes and ~4 us of writes per transfer, so 512 KiB is
-    # ~1,200 transfers, ~5 ms; 32 KiB of commands used to be ~450 deposits, ~50 ms.
-    committed_bytes_per_cycle_max: int = 512 << 10
+    # made one client's flood of Batches cause elections). Ledger entries carry deflated
+    # effects (ledger/effects.py): ~96 bytes and ~6 us to inflate and write per transfer,
+    # so 128 KiB is ~1,300 transfers, ~8 ms; 32 KiB of commands was ~450 deposits, ~50 ms.
+    committed_bytes_per_cycle_max: int = 128 << 10
     # A durable write (commit and fdatasync of one batch) slower than this is logged at
     # warning with its milliseconds: slow disks are named, not guessed (etcd warns at 100).
     slow_fsync_ms: int = 100

@@ -43,8 +43,8 @@ def entry_for(
     """How many of ``commands`` the entry takes, and its bytes; for a speculative machine
     also their results and the view that holds their writes.
 
-    Effects are bigger than commands (~425 bytes a transfer, a Deliver of many credits
-    far more): an evaluation over :data:`ENTRY_BYTES_MAX` is redone on the first half of
+    Effects are bigger than commands (~96 deflated bytes a transfer, a Deliver of many
+    credits far more): an evaluation over :data:`ENTRY_BYTES_MAX` is redone on the first half of
     its commands (an evaluation writes nothing but its view), so that every entry fits a
     Raft message and a transport batch; the rest wait for the next entry.
     """
