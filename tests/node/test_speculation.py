@@ -5,7 +5,9 @@ proposed back to back, none acknowledged yet, each see the writes of the ones be
 (a deposit then a withdrawal of that very money); every entry in the log is effects, and
 applying them leaves the balance the results promised. A leader that lost its unapplied
 entries to another leader forgets their writes when it is elected again: the money of a
-truncated deposit cannot be spent. An evaluation too big for one entry is split.
+truncated deposit cannot be spent. A leader re-elected over its own unapplied entries waits
+for them before it evaluates (else it pays the same money twice). An evaluation too big for
+one entry is split.
 """
 
 from __future__ import annotations
@@ -124,3 +126,55 @@ def test_an_entry_too_big_is_split_and_every_command_still_applies(
     assert final_fen == 120
     assert len(sizes) > 1, "the twelve deposits should not fit one entry"
     assert max(sizes) <= 400, sizes
+
+
+def test_a_new_leader_evaluates_nothing_before_its_earlier_terms_entries_apply(
+    tmp_path: Path,
+) -> None:
+    """The wait rule of node/speculate.py. A withdrawal of term 1 is in the log, not yet
+    applied, when node 1 leads term 3 and is asked to withdraw the same money again. Its
+    new term's speculation is empty, so evaluated at once against the applied state (where
+    the money is still there) the second withdrawal would succeed too: 500 fen paid out
+    twice. It must wait until the first has applied, and then be refused."""
+
+    async def scenario() -> tuple[object, int, int | None, int]:
+        h = Harness(tmp_path)
+        try:
+            await h.elect()
+            term1 = h.core.term
+            funded = h.runtime.submit(0, Deposit("d-1", "alice", 500))
+            await h.cycle(10, ack=True, ticks=1)
+            assert isinstance(funded.result(), Ok)
+            applied = h.core.applied_index
+            h.runtime.submit(0, Withdraw("w-1", "alice", 500))
+            await h.cycle()  # proposed at applied + 1, never acknowledged in term 1
+            assert h.core.last_index == applied + 1
+            # Node 2 leads term1 + 1 and keeps that entry; then node 1 is elected again,
+            # with nothing acknowledged yet: the withdrawal and the no-op are unapplied.
+            h.deliver(
+                type=MT.APP, from_=NodeId(2), term=term1 + 1, index=applied + 1,
+                log_term=term1, entries=(), commit=applied,
+            )  # fmt: skip
+            await h.cycle()
+            assert not h.runtime.replicas[0].is_leader
+            h.core.campaign()
+            for _ in range(20):
+                await h.cycle()  # votes granted, appends never acknowledged
+                if h.runtime.replicas[0].is_leader:
+                    break
+            assert h.runtime.replicas[0].is_leader
+            assert h.core.applied_index == applied
+            again = h.runtime.submit(0, Withdraw("w-2", "alice", 500))
+            await h.cycle()
+            waited = h.core.last_index  # the no-op's index if w-2 waited
+            await h.cycle(10, ack=True, ticks=1)
+            assert h.core.applied_index == h.core.last_index
+            return again.result(), waited, balance(h, "alice"), applied + 2
+        finally:
+            h.close()
+
+    again_result, waited_at, final_fen, noop_index = asyncio.run(scenario())
+    assert waited_at == noop_index, "w-2 was evaluated before the earlier term's entry applied"
+    assert isinstance(again_result, Rejected), again_result
+    assert again_result.reason is Reason.INSUFFICIENT_FUNDS, again_result
+    assert final_fen == 0
