@@ -1,4 +1,5 @@
-"""``hongbao chaos``: run fault suites, list them, re-check a stored run, stop a run.
+"""``hongbao chaos``: run fault suites, list them, re-check a stored run, stop a run, render
+a report page to PNG.
 
 Exit codes: 0 every check passed; 1 a check failed (or, for ``check``, the stored
 run fails); 2 bad usage or a suite that cannot run; 3 ``check`` reached another verdict
@@ -117,6 +118,28 @@ def check(report_dir: Path, rewrite: bool) -> None:
     click.echo(f"same verdict as stored: {'PASS' if verdict(checks) else 'FAIL'}")
     if not verdict(checks):
         raise SystemExit(EXIT_FAILED)
+
+
+@chaos.command("screenshot")
+@click.argument("report_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", "png_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The PNG to write (default: REPORT_DIR/report.png).")
+@click.option("--chromium", default="/usr/bin/chromium", show_default=True,
+              help="The browser that renders the page (Debian's chromium package).")
+def screenshot(report_dir: Path, png_path: Path | None, chromium: str) -> None:
+    """Render a run's report.html in headless Chromium, as a PNG to attach to a note."""
+    from hongbao.chaos.report import HTML_FILE
+    from hongbao.chaos.screenshot import screenshot as render
+
+    page = report_dir / HTML_FILE
+    if not page.is_file():
+        raise click.UsageError(f"{report_dir}: no {HTML_FILE} (is it a chaos report directory?)")
+    target = png_path if png_path is not None else report_dir / "report.png"
+    try:
+        render(page, target, chromium=chromium)
+    except RuntimeError as error:
+        raise click.ClickException(str(error)) from error
+    click.echo(f"wrote {target}")
 
 
 @chaos.command("stop")
