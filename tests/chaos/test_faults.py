@@ -91,6 +91,7 @@ def test_every_kind_builds_and_is_summarised() -> None:
     ("isolate-leaders", {"shards": []}, "shards must name 1 to 64, not 0"),
     ("isolate-leaders", {"shards": ["a"]}, "shards must be a list of integers"),
     ("isolate-leaders", {"shards": [1, 1]}, "shards names one twice"),
+    ("isolate-leaders", {"shards": [1], "peers_only": 1}, "peers_only must be true or false"),
     ("latency", {"between": ["a"], "latency_ms": 5}, "between must name exactly 2, not 1"),
     ("latency", {"between": ["a", "b"]}, "missing parameter 'latency_ms'"),
     ("latency", {"regions": ["a"], "latency_ms": 5}, "at least 2"),
@@ -446,6 +447,24 @@ def test_isolate_leaders(chaos: ChaosCluster) -> None:
     wait_for(lambda: led_by(chaos, leader) == [], SPLIT_S, f"node {leader} steps down")
     wait_for(lambda: others_lead_everything(chaos, leader), SPLIT_S, "the others lead all")
     heal(chaos, fault)
+    caught_up(chaos, leader)
+
+
+def test_isolate_leaders_from_peers_only_leaves_the_routers_links(chaos: ChaosCluster) -> None:
+    leader = chaos.leaders()[1]
+    fault = build_fault(spec("isolate-leaders", shards=[1], peers_only=True))
+    targets = inject(chaos, fault)
+    assert targets["nodes"] == [leader]
+    assert targets["peers_only"] is True
+    touching = chaos.net.links_touching_nodes([leader])
+    cut = {link.name for link in touching if chaos.net.toxics(link)}
+    assert cut == {link.name for link in touching if link.source_node is not None}
+    assert cut
+    assert all(not name.startswith("r") for name in cut)  # no router's link is cut
+    wait_for(lambda: led_by(chaos, leader) == [], SPLIT_S, f"node {leader} steps down")
+    wait_for(lambda: others_lead_everything(chaos, leader), SPLIT_S, "the others lead all")
+    heal(chaos, fault)
+    assert not any(chaos.net.toxics(link) for link in touching)
     caught_up(chaos, leader)
 
 

@@ -175,6 +175,9 @@ def isolate_leaders(spec: FaultSpec, params: Params) -> Fault:
     which = params.one_of("shards", "count")
     chosen = params.integers("shards", 0, SHARD_ID_MAX) if which == "shards" else ()
     count = params.integer("count", 1, SHARD_ID_MAX) if which == "count" else 0
+    # Cut off from the other nodes only: the routers still reach it, so a leader that does
+    # not know yet that it is alone goes on taking writes it cannot commit.
+    peers_only = params.boolean("peers_only", False)
 
     async def plan(ctx: FaultContext) -> Plan:
         shard_count = ctx.topology.shard_count
@@ -191,6 +194,9 @@ def isolate_leaders(spec: FaultSpec, params: Params) -> Fault:
         if spared:
             targets["spared"] = {str(s): leaders[s] for s in spared}
         links = ctx.net.links_touching_nodes(nodes)
+        if peers_only:
+            links = [link for link in links if link.source_node is not None]
+            targets["peers_only"] = True
         return Plan(toxics=both(links), attributes=BLACKHOLE, targets=targets)
 
     return NetFault(spec, plan, reset_at_heal=True)
