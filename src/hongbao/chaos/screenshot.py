@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Final
 
+CHROMIUM: Final = "/usr/bin/chromium"  # Debian's package
 WINDOW_SIZE: Final = "1400,2000"
 TIMEOUT_S: Final = 60.0
 STDERR_TAIL_CHARS: Final = 2000
@@ -24,7 +25,7 @@ def screenshot(
     html_path: Path,
     png_path: Path,
     *,
-    chromium: str = "/usr/bin/chromium",
+    chromium: str = CHROMIUM,
     window_size: str = WINDOW_SIZE,
     timeout_s: float = TIMEOUT_S,
 ) -> None:

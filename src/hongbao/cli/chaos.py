@@ -1,10 +1,11 @@
 """``hongbao chaos``: run fault suites, list them, re-check a stored run, stop a run, render
 a report page to PNG.
 
-Exit codes: 0 every check passed; 1 a check failed (or, for ``check``, the stored
-run fails); 2 bad usage or a suite that cannot run; 3 ``check`` reached another verdict
-than the one stored (the analysis is not reproducible: a bug of the checker); 130 the
-run was interrupted (every fault healed, the cluster stopped, no verdict).
+Exit codes: 0 every check passed; 1 a check failed (or, for ``check``, the stored run
+fails; for ``screenshot``, the browser rendered nothing); 2 bad usage or a suite that
+cannot run; 3 ``check`` reached another verdict than the one stored (the analysis is not
+reproducible: a bug of the checker); 130 the run was interrupted (every fault healed,
+the cluster stopped, no verdict).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from hongbao.chaos.screenshot import CHROMIUM
 from hongbao.chaos.suite import SuiteError, load_suite, suite_files
 
 EXIT_FAILED = 1
@@ -124,7 +126,7 @@ def check(report_dir: Path, rewrite: bool) -> None:
 @click.argument("report_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--out", "png_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The PNG to write (default: REPORT_DIR/report.png).")
-@click.option("--chromium", default="/usr/bin/chromium", show_default=True,
+@click.option("--chromium", default=CHROMIUM, show_default=True,
               help="The browser that renders the page (Debian's chromium package).")
 def screenshot(report_dir: Path, png_path: Path | None, chromium: str) -> None:
     """Render a run's report.html in headless Chromium, as a PNG to attach to a note."""
