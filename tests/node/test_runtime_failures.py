@@ -61,19 +61,22 @@ class Harness:
                     last = m.entries[-1].index if m.entries else m.index
                     self.deliver(type=MT.APP_RESP, from_=m.to, term=m.term, index=last)
 
+    async def win(self, *, ack: bool = True) -> None:
+        """Node 1 campaigns until it leads (votes granted; appends acknowledged if ``ack``)."""
+        self.core.campaign()
+        for _ in range(20):
+            await self.cycle(ack=ack)
+            if self.runtime.replicas[0].is_leader:
+                return
+        raise AssertionError("node 1 was not elected")
+
     async def elect(self) -> None:
         """Node 1 leads, and its term's no-op has applied: it may propose at once.
 
         (A leader of the ledger evaluates nothing before every entry of earlier terms has
         applied: node/speculate.py.)
         """
-        self.core.campaign()
-        for _ in range(20):
-            await self.cycle(ack=True)
-            if self.runtime.replicas[0].is_leader:
-                break
-        else:
-            raise AssertionError("node 1 was not elected")
+        await self.win()
         term_start = self.core.last_index
         for _ in range(20):
             if self.core.applied_index >= term_start:
